@@ -1,0 +1,33 @@
+//! # tandem-zfs
+//!
+//! Everything tandem knows about ZFS, and nothing about replication:
+//!
+//! - [`name`]: validated dataset, snapshot and hold-tag names (ZFS's own rules),
+//!   so an invalid or hostile name is refused before any command runs;
+//! - [`model`] and [`parse`]: the listing of one side (datasets, snapshots,
+//!   GUIDs, createtxg) and the pure parsers that build it from `zfs` output;
+//! - [`error`]: `zfs`'s stderr classified once into typed errors;
+//! - [`exec`]: the single place where processes start (argument vectors,
+//!   locally or through ssh, stderr drained, every call timed);
+//! - [`caps`]: per-node capability probing (OpenZFS 2.x vs zfs-fuse);
+//! - [`cli`]: the [`Zfs`](cli::Zfs) trait and its `zfs(8)` backend.
+//!
+//! The replication planner in `tandem-repl` sees only these types.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod caps;
+pub mod cli;
+pub mod error;
+pub mod exec;
+pub mod model;
+pub mod name;
+pub mod parse;
+
+pub use caps::Capabilities;
+pub use cli::{Changed, CliZfs, RecvSpec, SendFlags, SendRequest, Zfs};
+pub use error::ZfsError;
+pub use exec::{SshTarget, Transport, ZfsProcess};
+pub use model::{Dataset, DatasetKind, Guid, Listing, Snapshot};
+pub use name::{DatasetName, HoldTag, NameError, SnapshotName};

@@ -1,0 +1,94 @@
+//! What tandem knows about one side: datasets, their snapshots and the few
+//! properties replication needs, as read by one listing.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::name::{DatasetName, SnapshotName};
+
+/// A snapshot's GUID: the identity that survives send/receive and renames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Guid(pub u64);
+
+impl fmt::Display for Guid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// One snapshot as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Full name.
+    pub name: SnapshotName,
+    /// GUID (equal on both sides after a send/receive).
+    pub guid: Guid,
+    /// Transaction group that created it: orders snapshots of one dataset.
+    pub createtxg: u64,
+    /// Creation time, seconds since the Unix epoch.
+    pub creation: i64,
+    /// Number of user holds.
+    pub userrefs: u64,
+}
+
+/// Filesystem or volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatasetKind {
+    /// A filesystem.
+    Filesystem,
+    /// A zvol.
+    Volume,
+}
+
+/// One dataset with its snapshots, oldest first (by `createtxg`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dataset {
+    /// Name.
+    pub name: DatasetName,
+    /// Filesystem or volume.
+    pub kind: DatasetKind,
+    /// The dataset's own GUID.
+    pub guid: Guid,
+    /// Snapshots, oldest first.
+    pub snapshots: Vec<Snapshot>,
+    /// `receive_resume_token`, when a resumable receive was interrupted.
+    pub resume_token: Option<String>,
+    /// `written`: bytes written since the newest snapshot (None where ZFS lacks it).
+    pub written: Option<u64>,
+    /// `referenced` bytes.
+    pub referenced: Option<u64>,
+}
+
+impl Dataset {
+    /// The newest snapshot, if any.
+    pub fn newest(&self) -> Option<&Snapshot> {
+        self.snapshots.last()
+    }
+
+    /// The snapshot with this GUID.
+    pub fn by_guid(&self, guid: Guid) -> Option<&Snapshot> {
+        self.snapshots.iter().find(|s| s.guid == guid)
+    }
+
+    /// The snapshot with this short name.
+    pub fn by_short(&self, short: &str) -> Option<&Snapshot> {
+        self.snapshots.iter().find(|s| s.name.short() == short)
+    }
+}
+
+/// Everything one listing saw on one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listing {
+    /// Datasets by name.
+    pub datasets: BTreeMap<DatasetName, Dataset>,
+}
+
+impl Listing {
+    /// The dataset of this name, if it exists.
+    pub fn get(&self, name: &DatasetName) -> Option<&Dataset> {
+        self.datasets.get(name)
+    }
+}
