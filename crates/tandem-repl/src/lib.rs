@@ -18,3 +18,9 @@
 
 pub mod naming;
 pub mod plan;
+pub mod exec;
+pub mod lock;
+pub mod pipe;
+pub mod state;
+pub mod cycle;
+pub mod sched;

@@ -1,0 +1,366 @@
+//! The executor: carries one job's plan out against two nodes.
+//!
+//! Order of operations, chosen so that a crash between any two steps
+//! leaves a state the next cycle completes: snapshot the source; stream
+//! send → receive; list both sides again and check that the new snapshot's
+//! GUID arrived; hold it on both sides; release the older holds; prune the
+//! job's own older snapshots. Nothing is ever received with `-F`, so ZFS
+//! itself refuses to overwrite a target that changed.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use tandem_zfs::{Changed, DatasetName, Guid, Listing, RecvSpec, SendFlags, SendRequest, Snapshot, SnapshotName, Zfs, ZfsError};
+
+use crate::naming::JobName;
+use crate::pipe::{self, PipeError, Progress};
+use crate::plan::{plan, Conflict, Plan, SendTo, Side};
+use crate::state::Common;
+
+/// One end of a job: a node and a dataset on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Node name (a key of the config's `[nodes]`).
+    pub node: String,
+    /// Dataset on that node.
+    pub dataset: DatasetName,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.node, self.dataset)
+    }
+}
+
+/// A replication job, resolved from the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSpec {
+    /// Its name.
+    pub name: JobName,
+    /// Where data comes from (after applying the job's direction).
+    pub source: Endpoint,
+    /// Where it goes.
+    pub target: Endpoint,
+    /// Own snapshots kept on each side (at least 1).
+    pub keep: usize,
+    /// Extra send flags.
+    pub flags: SendFlags,
+    /// Bytes per second, 0 = unlimited.
+    pub rate_limit: u64,
+}
+
+/// Why a job's cycle failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplError {
+    /// A ZFS call failed on a node.
+    #[error("node {node}: {source}")]
+    Zfs {
+        /// The node.
+        node: String,
+        /// The error.
+        #[source]
+        source: ZfsError,
+    },
+    /// A human must decide; nothing was changed.
+    #[error("{conflict}. What to do: {}", conflict.advice())]
+    Conflict {
+        /// The conflict.
+        conflict: Conflict,
+    },
+    /// The in-process pipe failed.
+    #[error("transfer {job}: {source}")]
+    Pipe {
+        /// Job.
+        job: String,
+        /// Error.
+        #[source]
+        source: PipeError,
+    },
+    /// After a receive that reported success, the target lacks the snapshot.
+    #[error("job {job}: after the transfer, {target} has no snapshot with GUID {guid} ({snapshot})")]
+    NotReceived {
+        /// Job.
+        job: String,
+        /// Target dataset.
+        target: DatasetName,
+        /// Expected GUID.
+        guid: Guid,
+        /// Source snapshot.
+        snapshot: SnapshotName,
+    },
+    /// A name built from the job was invalid (too long, usually).
+    #[error(transparent)]
+    Name(#[from] tandem_zfs::NameError),
+    /// Gave up after repeated resume/abort rounds.
+    #[error("job {0}: the target kept changing between rounds; giving up for this cycle")]
+    TooManyRounds(String),
+}
+
+impl ReplError {
+    /// Is this a conflict that needs a human (as opposed to a transient error)?
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, ReplError::Conflict { .. })
+            || matches!(self, ReplError::Zfs { source: ZfsError::TargetDiverged { .. } | ZfsError::NoCommonSnapshot { .. } | ZfsError::TargetExists { .. }, .. })
+    }
+}
+
+/// What a successful cycle did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Outcome {
+    /// Plan kinds carried out, in order (`resume`, then `incremental`, say).
+    pub plans: Vec<String>,
+    /// The snapshot sent, if any.
+    pub sent: Option<SnapshotName>,
+    /// Stream bytes moved.
+    pub bytes: u64,
+    /// The newest common snapshot afterwards.
+    pub common: Option<Common>,
+    /// Snapshots destroyed by retention.
+    pub pruned: Vec<SnapshotName>,
+    /// Things that did not stop the cycle but deserve a look.
+    pub warnings: Vec<String>,
+}
+
+fn zerr(node: &str) -> impl Fn(ZfsError) -> ReplError + '_ {
+    move |e| ReplError::Zfs { node: node.to_owned(), source: e }
+}
+
+fn common_of(s: &Snapshot, t: &Snapshot) -> Common {
+    Common {
+        source: s.name.clone(),
+        target: t.name.clone(),
+        guid: s.guid,
+        created: Utc.timestamp_opt(s.creation, 0).single().unwrap_or_else(Utc::now),
+    }
+}
+
+/// Carries out cycles of one job. `src_list`/`tgt_list` are this cycle's
+/// listings (shared between jobs); `previous_common` is the GUID recorded
+/// in state, whose hold is released once a newer common snapshot exists.
+pub struct Executor<'a, S: Zfs, T: Zfs> {
+    /// The job.
+    pub job: &'a JobSpec,
+    /// Source node.
+    pub src: &'a S,
+    /// Target node.
+    pub tgt: &'a T,
+    /// Live transfer counters.
+    pub progress: Arc<Progress>,
+    /// The common snapshot recorded by the last success.
+    pub previous_common: Option<Guid>,
+}
+
+impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
+    async fn list_both(&self) -> Result<(Listing, Listing), ReplError> {
+        let (a, b) = tokio::join!(
+            self.src.list(std::slice::from_ref(&self.job.source.dataset)),
+            self.tgt.list(std::slice::from_ref(&self.job.target.dataset))
+        );
+        Ok((a.map_err(zerr(self.src.node()))?, b.map_err(zerr(self.tgt.node()))?))
+    }
+
+    /// Plans from the given listings without changing anything.
+    pub fn plan(&self, src: &Listing, tgt: &Listing, now: DateTime<Utc>) -> Result<Plan, ReplError> {
+        let j = self.job;
+        Ok(plan(
+            &j.name,
+            Side { dataset: src.get(&j.source.dataset), name: &j.source.dataset },
+            Side { dataset: tgt.get(&j.target.dataset), name: &j.target.dataset },
+            now,
+        )?)
+    }
+
+    /// The send request a plan implies.
+    pub fn request(&self, p: &Plan) -> Option<SendRequest> {
+        match p {
+            Plan::Full { to } => Some(SendRequest::Snapshot { snapshot: to.snapshot().clone(), from: None, intermediates: false, flags: self.job.flags }),
+            Plan::Incremental { base, to, .. } => Some(SendRequest::Snapshot { snapshot: to.snapshot().clone(), from: Some(base.name.clone()), intermediates: true, flags: self.job.flags }),
+            Plan::Resume { token } => Some(SendRequest::Resume { token: token.clone() }),
+            _ => None,
+        }
+    }
+
+    /// Runs one cycle. `listings` are this cycle's shared listings, if any.
+    pub async fn run(&self, listings: Option<(Listing, Listing)>, now: impl Fn() -> DateTime<Utc>) -> Result<Outcome, ReplError> {
+        let mut out = Outcome::default();
+        let (mut sl, mut tl) = match listings {
+            Some(l) => l,
+            None => self.list_both().await?,
+        };
+        for _round in 0..4 {
+            let p = self.plan(&sl, &tl, now())?;
+            tracing::debug!(job = %self.job.name, plan = p.kind(), "planned");
+            out.plans.push(p.kind().to_owned());
+            match &p {
+                Plan::Conflict(c) => return Err(ReplError::Conflict { conflict: c.clone() }),
+                Plan::UpToDate { common } => {
+                    let tds = tl.get(&self.job.target.dataset);
+                    if let Some(t) = tds.and_then(|t| t.by_guid(common.guid)) {
+                        self.ensure_holds(common, t).await?;
+                        out.common = Some(common_of(common, t));
+                    }
+                    return Ok(out);
+                }
+                Plan::Resume { .. } => {
+                    let req = self.request(&p).ok_or_else(|| ReplError::TooManyRounds(self.job.name.to_string()))?;
+                    match self.transfer(&req, true).await {
+                        Ok(n) => out.bytes += n,
+                        Err(ReplError::Zfs { source: ZfsError::ResumeTokenStale { .. }, .. }) => {
+                            let w = format!("resume token of {} is stale (its source snapshot is gone): aborted the partial receive with `zfs receive -A` and planning again", self.job.target);
+                            tracing::warn!(job = %self.job.name, "{w}");
+                            out.warnings.push(w);
+                            self.tgt.receive_abort(&self.job.target.dataset).await.map_err(zerr(self.tgt.node()))?;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                    (sl, tl) = self.list_both().await?;
+                }
+                Plan::Full { to } | Plan::Incremental { to, .. } => {
+                    let first = matches!(p, Plan::Full { .. });
+                    if let SendTo::Create { snapshot } = to {
+                        self.src.snapshot(std::slice::from_ref(snapshot)).await.map_err(zerr(self.src.node()))?;
+                    }
+                    let req = self.request(&p).ok_or_else(|| ReplError::TooManyRounds(self.job.name.to_string()))?;
+                    let resumable = self.resumable().await?;
+                    out.bytes += self.transfer(&req, resumable).await?;
+                    out.sent = Some(to.snapshot().clone());
+                    (sl, tl) = self.list_both().await?;
+                    self.finish(&sl, &tl, to.snapshot(), first, &mut out).await?;
+                    return Ok(out);
+                }
+            }
+        }
+        Err(ReplError::TooManyRounds(self.job.name.to_string()))
+    }
+
+    async fn resumable(&self) -> Result<bool, ReplError> {
+        let s = self.src.capabilities().await.map_err(zerr(self.src.node()))?;
+        let t = self.tgt.capabilities().await.map_err(zerr(self.tgt.node()))?;
+        Ok(s.resume && t.resume)
+    }
+
+    /// Streams one send into one receive. A failure of the sender is
+    /// reported as the sender's (the receiver's complaint about a short
+    /// stream is its consequence), a failure of the receiver as its own.
+    async fn transfer(&self, req: &SendRequest, resumable: bool) -> Result<u64, ReplError> {
+        let (sn, tn) = (self.src.node(), self.tgt.node());
+        let spec = RecvSpec { target: Some(self.job.target.dataset.clone()), resumable, ..RecvSpec::default() };
+        let mut send = self.src.send(req).await.map_err(zerr(sn))?;
+        let mut recv = match self.tgt.receive(&spec).await {
+            Ok(r) => r,
+            Err(e) => {
+                send.kill();
+                let _ = send.wait().await;
+                return Err(zerr(tn)(e));
+            }
+        };
+        let (Some(from), Some(to)) = (send.take_stdout(), recv.take_stdin()) else {
+            send.kill();
+            recv.kill();
+            return Err(ReplError::TooManyRounds(self.job.name.to_string()));
+        };
+        tracing::info!(job = %self.job.name, send = %send.cmd(), recv = %recv.cmd(), "transfer started");
+        let copied = pipe::copy(from, to, self.job.rate_limit, self.progress.clone()).await;
+        match copied {
+            Ok(n) => {
+                let s = send.wait().await;
+                let r = recv.wait().await;
+                s.map_err(zerr(sn))?;
+                r.map_err(zerr(tn))?;
+                Ok(n)
+            }
+            Err(PipeError::Write { at, source }) => {
+                send.kill();
+                let r = recv.wait().await;
+                let _ = send.wait().await;
+                r.map_err(zerr(tn))?;
+                Err(ReplError::Pipe { job: self.job.name.to_string(), source: PipeError::Write { at, source } })
+            }
+            Err(e @ PipeError::Read { .. }) => {
+                let s = send.wait().await;
+                let _ = recv.wait().await;
+                s.map_err(zerr(sn))?;
+                Err(ReplError::Pipe { job: self.job.name.to_string(), source: e })
+            }
+        }
+    }
+
+    async fn ensure_holds(&self, s: &Snapshot, t: &Snapshot) -> Result<(), ReplError> {
+        let tag = self.job.name.hold_tag();
+        if s.userrefs == 0 {
+            self.src.hold(&tag, &s.name).await.map_err(zerr(self.src.node()))?;
+        }
+        if t.userrefs == 0 {
+            self.tgt.hold(&tag, &t.name).await.map_err(zerr(self.tgt.node()))?;
+        }
+        Ok(())
+    }
+
+    /// After a transfer: verify, hold, release, mark read-only, prune.
+    async fn finish(&self, sl: &Listing, tl: &Listing, sent: &SnapshotName, first: bool, out: &mut Outcome) -> Result<(), ReplError> {
+        let j = self.job;
+        let src = sl.get(&j.source.dataset);
+        let s = src.and_then(|d| d.by_short(sent.short())).ok_or_else(|| ReplError::Zfs {
+            node: j.source.node.clone(),
+            source: ZfsError::DatasetNotFound { cmd: "listing after transfer".into(), msg: format!("{sent} vanished during the transfer") },
+        })?;
+        let tgt = tl.get(&j.target.dataset);
+        let Some(t) = tgt.and_then(|d| d.by_guid(s.guid)) else {
+            return Err(ReplError::NotReceived { job: j.name.to_string(), target: j.target.dataset.clone(), guid: s.guid, snapshot: sent.clone() });
+        };
+        if first {
+            // A replica must not be written by accident; receive ignores readonly.
+            self.tgt.set_property(&j.target.dataset, "readonly", "on").await.map_err(zerr(self.tgt.node()))?;
+        }
+        self.ensure_holds(s, t).await?;
+        let tag = j.name.hold_tag();
+        let stale = |d: &tandem_zfs::Dataset| -> Vec<SnapshotName> {
+            d.snapshots
+                .iter()
+                .filter(|x| x.guid != s.guid && x.userrefs > 0 && (j.name.owns(x) || Some(x.guid) == self.previous_common))
+                .map(|x| x.name.clone())
+                .collect()
+        };
+        for old in src.map(stale).unwrap_or_default() {
+            if let Err(e) = self.src.release(&tag, &old).await {
+                out.warnings.push(format!("release {tag} on {}:{old}: {e}", j.source.node));
+            }
+        }
+        for old in tgt.map(stale).unwrap_or_default() {
+            if let Err(e) = self.tgt.release(&tag, &old).await {
+                out.warnings.push(format!("release {tag} on {}:{old}: {e}", j.target.node));
+            }
+        }
+        let protect = [s.guid];
+        if let Some(d) = src {
+            for victim in crate::plan::retention(&j.name, d, j.keep, &protect) {
+                self.prune(self.src, &j.source.node, &victim, out).await;
+            }
+        }
+        if let Some(d) = tgt {
+            for victim in crate::plan::retention(&j.name, d, j.keep, &protect) {
+                self.prune(self.tgt, &j.target.node, &victim, out).await;
+            }
+        }
+        out.common = Some(common_of(s, t));
+        Ok(())
+    }
+
+    async fn prune<Z: Zfs>(&self, z: &Z, node: &str, victim: &SnapshotName, out: &mut Outcome) {
+        // Release our own tag first (a crash may have left it), then destroy.
+        let _ = z.release(&self.job.name.hold_tag(), victim).await;
+        match z.destroy_snapshot(victim).await {
+            Ok(Changed::Done) => {
+                tracing::debug!(job = %self.job.name, %node, snapshot = %victim, "pruned");
+                out.pruned.push(victim.clone());
+            }
+            Ok(Changed::Already) => {}
+            Err(e) => {
+                let w = format!("could not prune {node}:{victim} (kept): {e}");
+                tracing::warn!(job = %self.job.name, "{w}");
+                out.warnings.push(w);
+            }
+        }
+    }
+}
