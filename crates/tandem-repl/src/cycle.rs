@@ -100,37 +100,35 @@ pub async fn run_cycle<Z: Zfs>(nodes: &BTreeMap<String, Z>, jobs: &[JobSpec], st
         roots.entry(&l.spec.source.node).or_default().insert(l.spec.source.dataset.clone());
         roots.entry(&l.spec.target.node).or_default().insert(l.spec.target.dataset.clone());
     }
-    let listings: BTreeMap<&str, Option<Listing>> = futures::future::join_all(roots.into_iter().map(|(node, r)| async move {
-        let r: Vec<DatasetName> = r.into_iter().collect();
-        let l = match nodes.get(node) {
-            Some(z) => z.list(&r).await.map_err(|e| tracing::warn!(%node, "listing failed: {e}")).ok(),
-            None => None,
-        };
-        (node, l)
-    }))
-    .await
-    .into_iter()
-    .collect();
+    let listings: BTreeMap<&str, Option<Listing>> = futures::future::join_all(roots.into_iter().map(|(node, r)| list_node(nodes, node, r)))
+        .await
+        .into_iter()
+        .collect();
 
-    let results: Vec<JobReport> = stream::iter(locked.iter())
-        .map(|l| {
-            let listings = &listings;
-            async move {
-                let spec = l.spec;
-                let started = Utc::now();
-                let t0 = Instant::now();
-                let result = run_one(nodes, spec, store, listings).await;
-                let duration = t0.elapsed();
-                record(store, spec, started, duration, &result);
-                JobReport { job: spec.name.clone(), started, duration, result }
-            }
-        })
-        .buffer_unordered(opts.parallel.max(1))
-        .collect()
-        .await;
+    type JobFuture<'f> = std::pin::Pin<Box<dyn std::future::Future<Output = JobReport> + Send + 'f>>;
+    let futs: Vec<JobFuture<'_>> = locked.iter().map(|l| Box::pin(job_report(nodes, l.spec, store, &listings)) as JobFuture<'_>).collect();
+    let results: Vec<JobReport> = stream::iter(futs).buffer_unordered(opts.parallel.max(1)).collect().await;
     reports.extend(results);
     reports.sort_by(|a, b| a.job.cmp(&b.job));
     reports
+}
+
+async fn list_node<'n, Z: Zfs>(nodes: &BTreeMap<String, Z>, node: &'n str, roots: BTreeSet<DatasetName>) -> (&'n str, Option<Listing>) {
+    let roots: Vec<DatasetName> = roots.into_iter().collect();
+    let l = match nodes.get(node) {
+        Some(z) => z.list(&roots).await.map_err(|e| tracing::warn!(%node, "listing failed: {e}")).ok(),
+        None => None,
+    };
+    (node, l)
+}
+
+async fn job_report<Z: Zfs>(nodes: &BTreeMap<String, Z>, spec: &JobSpec, store: &StateStore, listings: &BTreeMap<&str, Option<Listing>>) -> JobReport {
+    let started = Utc::now();
+    let t0 = Instant::now();
+    let result = run_one(nodes, spec, store, listings).await;
+    let duration = t0.elapsed();
+    record(store, spec, started, duration, &result);
+    JobReport { job: spec.name.clone(), started, duration, result }
 }
 
 async fn run_one<Z: Zfs>(nodes: &BTreeMap<String, Z>, spec: &JobSpec, store: &StateStore, listings: &BTreeMap<&str, Option<Listing>>) -> Result<Outcome, CycleError> {

@@ -188,7 +188,16 @@ fn send_to(job: &JobName, source: &Dataset, after: Option<Guid>, now: DateTime<U
             return Ok(SendTo::Existing { snapshot: newest.name.clone() });
         }
     }
-    Ok(SendTo::Create { snapshot: source.name.snapshot(&job.snapshot_short(now))? })
+    // Names have one-second resolution: never reuse (or go back before) the
+    // newest own snapshot's time, even if cycles run back to back or the
+    // clock stepped back.
+    let newest_own = source.snapshots.iter().filter_map(|s| job.parse_own(s.name.short())).max();
+    let now = chrono::DurationRound::duration_trunc(now, chrono::Duration::seconds(1)).unwrap_or(now);
+    let t = match newest_own {
+        Some(last) if last >= now => last + chrono::Duration::seconds(1),
+        _ => now,
+    };
+    Ok(SendTo::Create { snapshot: source.name.snapshot(&job.snapshot_short(t))? })
 }
 
 /// Plans one cycle of `job` from `source` to `target` at time `now`.

@@ -134,7 +134,7 @@ impl CliZfs {
                     }
                 }
                 if err.contains("unrecognized command") {
-                    tracing::warn!(node = %self.node, missing = ?Capabilities::legacy().missing(), "legacy ZFS (zfs-fuse): degraded mode");
+                    tracing::info!(node = %self.node, missing = ?Capabilities::legacy().missing(), "legacy ZFS (zfs-fuse): degraded mode");
                     return Ok(Capabilities::legacy());
                 }
                 Err(ZfsError::classify(&self.inv(vec!["version".into()]).display(), code, &err, matches!(self.transport, Transport::Ssh(_))))

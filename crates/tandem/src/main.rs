@@ -1,1 +1,115 @@
-fn main(){}
+//! # tandem
+//!
+//! The `tandem` command: replication cycles (`run`), the scheduler
+//! (`daemon`), `status`, `plan`, and a self-contained `demo`. The engine
+//! lives in the library crates (`tandem-zfs`, `tandem-repl`); this crate
+//! turns the config file into backends and jobs, and results into text,
+//! JSON and exit codes.
+
+#![forbid(unsafe_code)]
+
+mod cmd;
+mod config;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// ZFS replication and fencing for small HA clusters.
+#[derive(Parser, Debug)]
+#[command(name = "tandem", version, about, long_about = None)]
+struct Cli {
+    /// Config file [default: $TANDEM_CONFIG, else /etc/tandem/tandem.toml]
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// More log output (-v info, -vv debug: every zfs call with its duration)
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one replication cycle now; exit 0 only if every job succeeded
+    Run {
+        /// Jobs to run [default: every enabled job]
+        jobs: Vec<String>,
+        /// Refuse at once if a job is running elsewhere, instead of waiting
+        #[arg(long)]
+        no_wait: bool,
+        /// Print results as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the scheduler: every job whose source is this node, every interval
+    Daemon,
+    /// Per job: source, target, last success, lag, state, error
+    Status {
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Dry run: what the next cycle would send, and how much
+    Plan {
+        /// Jobs to plan [default: every enabled job]
+        jobs: Vec<String>,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Demonstrate on two throw-away file-backed pools (needs a running ZFS)
+    Demo {
+        /// Replication cycles to run
+        #[arg(long, default_value_t = 4)]
+        cycles: u32,
+        /// Keep the demo pools and files afterwards
+        #[arg(long)]
+        keep: bool,
+        /// Directory for the pool files [default: a new temporary directory]
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn init_logging(verbose: u8, daemon: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (verbose, daemon) {
+        (0, false) => "warn",
+        (0, true) | (1, _) => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, matches!(cli.command, Command::Daemon));
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tandem: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let path = config::Config::path_from(cli.config.as_deref());
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Run { jobs, no_wait, json } => cmd::run::run(&path, &jobs, no_wait, json).await,
+            Command::Daemon => cmd::daemon::daemon(&path).await,
+            Command::Status { json } => cmd::status::status(&path, json).await,
+            Command::Plan { jobs, json } => cmd::run::plan(&path, &jobs, json).await,
+            Command::Demo { cycles, keep, dir } => cmd::demo::demo(cycles, keep, dir).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tandem: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -112,6 +112,24 @@ fn unsent_own_snapshot_is_reused() {
 }
 
 #[test]
+fn new_names_never_collide_within_a_second() {
+    let s = ds("a/src", &[("tandem_j_20261121T120000Z", 7, 10)], None);
+    let t = ds("b/dst", &[("tandem_j_20261121T120000Z", 7, 3)], None);
+    match run(Some(&s), Some(&t)) {
+        Plan::Incremental { to: SendTo::Create { snapshot }, .. } => assert_eq!(snapshot.short(), "tandem_j_20261121T120001Z"),
+        p => panic!("{p:?}"),
+    }
+    // the same, half a second later
+    let sn = DatasetName::parse("a/src").expect("n");
+    let tn = DatasetName::parse("b/dst").expect("n");
+    let later = now() + chrono::Duration::milliseconds(500);
+    match plan(&job(), Side { dataset: Some(&s), name: &sn }, Side { dataset: Some(&t), name: &tn }, later).expect("plan") {
+        Plan::Incremental { to: SendTo::Create { snapshot }, .. } => assert_eq!(snapshot.short(), "tandem_j_20261121T120001Z"),
+        p => panic!("{p:?}"),
+    }
+}
+
+#[test]
 fn resume_token_wins() {
     let s = ds("a/src", &[("s", 7, 10)], None);
     let mut t = ds("b/dst", &[], None);

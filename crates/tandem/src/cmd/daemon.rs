@@ -1,0 +1,124 @@
+//! `tandem daemon`: runs each job whose source is this node every
+//! `interval`. SIGTERM/SIGINT stop it cleanly (no new cycles; running ones
+//! get a grace period, then their `zfs` processes are killed, leaving a
+//! resumable receive where ZFS supports it). SIGHUP reloads the config; an
+//! invalid new config is logged and the old one kept.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use tandem_repl::cycle::{run_cycle, CycleOptions};
+use tandem_repl::exec::JobSpec;
+use tandem_repl::naming::JobName;
+use tandem_repl::sched::Timetable;
+use tandem_repl::state::StateStore;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::{load, me};
+use crate::config::Config;
+
+/// How long running cycles may take to finish after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
+struct Loaded {
+    cfg: Config,
+    nodes: Arc<BTreeMap<String, tandem_zfs::CliZfs>>,
+}
+
+fn schedule(cfg: &Config, store: &StateStore) -> Vec<(JobName, Duration)> {
+    cfg.jobs
+        .values()
+        .filter(|j| j.enabled)
+        .filter(|j| store.load(&j.name).map(|st| cfg.is_local(&j.spec(&st).source.node)).unwrap_or(false))
+        .map(|j| (j.name.clone(), j.interval))
+        .collect()
+}
+
+/// The daemon's main loop.
+pub async fn daemon(path: &Path) -> Result<ExitCode> {
+    let (cfg, store) = load(path)?;
+    let mut cur = Loaded { nodes: Arc::new(cfg.backends()), cfg };
+    let mut tt = Timetable::default();
+    let jobs = schedule(&cur.cfg, &store);
+    tracing::info!(config = %path.display(), jobs = jobs.len(), node = %cur.cfg.local_node, "tandem daemon started");
+    if jobs.is_empty() {
+        tracing::warn!("no enabled job has this node ({}) as its source; nothing to do until a reload", cur.cfg.local_node);
+    }
+    tt.set_jobs(&jobs, Instant::now());
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(JobName, bool)>();
+    let mut tasks = JoinSet::new();
+
+    loop {
+        let due = tt.take_due(Instant::now());
+        if !due.is_empty() {
+            let specs: Vec<JobSpec> = due
+                .iter()
+                .filter_map(|n| cur.cfg.jobs.get(n))
+                .filter_map(|j| store.load(&j.name).ok().map(|st| j.spec(&st)))
+                .collect();
+            let nodes = cur.nodes.clone();
+            let store = store.clone();
+            let tx = done_tx.clone();
+            let opts = CycleOptions { lock_wait: Duration::ZERO, me: me("daemon"), parallel: cur.cfg.parallel };
+            let due_names = due.clone();
+            tasks.spawn(async move {
+                let reports = run_cycle(&*nodes, &specs, &store, &opts).await;
+                for name in due_names {
+                    let r = reports.iter().find(|r| r.job == name);
+                    let ok = r.is_some_and(|r| r.result.is_ok());
+                    match r.map(|r| &r.result) {
+                        Some(Ok(o)) => tracing::info!(job = %name, plans = ?o.plans, bytes = o.bytes, pruned = o.pruned.len(), "cycle ok"),
+                        Some(Err(e)) => tracing::error!(job = %name, "cycle failed: {e}"),
+                        None => tracing::error!(job = %name, "job vanished from the config"),
+                    }
+                    let _ = tx.send((name, ok));
+                }
+            });
+        }
+        let wake = tt.next_wakeup().unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake) => {}
+            Some((job, ok)) = done_rx.recv() => tt.finished(&job, ok, Instant::now(), fastrand::f64()),
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = hup.recv() => {
+                match Config::load(path) {
+                    Ok(cfg) => {
+                        let jobs = schedule(&cfg, &store);
+                        tracing::info!(jobs = jobs.len(), "configuration reloaded");
+                        tt.set_jobs(&jobs, Instant::now());
+                        cur = Loaded { nodes: Arc::new(cfg.backends()), cfg };
+                    }
+                    Err(e) => tracing::error!("reload failed, keeping the running configuration: {e:#}"),
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!(running = tt.running(), "stopping: no new cycles");
+    let stop = tokio::time::sleep(STOP_GRACE);
+    tokio::pin!(stop);
+    while !tasks.is_empty() {
+        tokio::select! {
+            _ = tasks.join_next() => {}
+            _ = &mut stop => {
+                tracing::warn!("grace period over: aborting running transfers (resumable where ZFS supports it)");
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+            }
+        }
+    }
+    tracing::info!("tandem daemon stopped");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,428 @@
+//! The configuration file (TOML): nodes and jobs. Parsed strictly (unknown
+//! keys are errors), then validated as a whole; every error names the file
+//! and the key or job at fault.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+use tandem_repl::exec::{Endpoint, JobSpec};
+use tandem_repl::naming::JobName;
+use tandem_repl::state::{Direction, JobState};
+use tandem_zfs::{CliZfs, DatasetName, SendFlags, SshTarget, Transport};
+
+/// Default config path.
+pub const DEFAULT_PATH: &str = "/etc/tandem/tandem.toml";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "default_state_dir")]
+    state_dir: PathBuf,
+    local_node: Option<String>,
+    #[serde(default)]
+    parallel: Option<usize>,
+    #[serde(default)]
+    nodes: BTreeMap<String, RawNode>,
+    #[serde(default)]
+    jobs: BTreeMap<String, RawJob>,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/tandem")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    address: String,
+    ssh_user: Option<String>,
+    ssh_port: Option<u16>,
+    ssh_identity: Option<PathBuf>,
+    #[serde(default)]
+    ssh_options: Vec<String>,
+    #[serde(default = "default_zfs")]
+    zfs_path: String,
+    /// Fence levels belong to the fencing feature; accepted as opaque
+    /// tables here so one config file serves every version.
+    #[serde(default)]
+    #[allow(dead_code)]
+    fence: Vec<toml::Table>,
+}
+
+fn default_zfs() -> String {
+    "zfs".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    source: Option<String>,
+    target: Option<String>,
+    #[serde(default = "default_interval")]
+    interval: String,
+    #[serde(default = "default_keep")]
+    keep: i64,
+    #[serde(default = "default_compress")]
+    compress: String,
+    #[serde(default = "default_rate")]
+    rate_limit: toml::Value,
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    raw: bool,
+    #[serde(default)]
+    compressed: bool,
+    #[serde(default)]
+    large_blocks: bool,
+    #[serde(default)]
+    embedded: bool,
+}
+
+fn default_interval() -> String {
+    "1m".into()
+}
+fn default_keep() -> i64 {
+    3
+}
+fn default_compress() -> String {
+    "auto".into()
+}
+fn default_rate() -> toml::Value {
+    toml::Value::String("0".into())
+}
+fn yes() -> bool {
+    true
+}
+
+/// How to reach a node.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Local or ssh.
+    pub transport: Transport,
+    /// Path of `zfs` on that node.
+    pub zfs_path: String,
+}
+
+/// Compression setting of a job's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compress {
+    /// Never.
+    None,
+    /// zstd at this level.
+    Zstd(i32),
+    /// When the link is the bottleneck.
+    Auto,
+}
+
+/// A job as configured (direction not yet applied).
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Name.
+    pub name: JobName,
+    /// Configured source.
+    pub source: Endpoint,
+    /// Configured target.
+    pub target: Endpoint,
+    /// Schedule.
+    pub interval: Duration,
+    /// Snapshots kept per side.
+    pub keep: usize,
+    /// Stream compression (applied by the framed peer transport).
+    pub compress: Compress,
+    /// Bytes per second, 0 = none.
+    pub rate_limit: u64,
+    /// Scheduled by the daemon?
+    pub enabled: bool,
+    /// `zfs send` flags.
+    pub flags: SendFlags,
+}
+
+impl Job {
+    /// The job with its recorded direction applied.
+    pub fn spec(&self, st: &JobState) -> JobSpec {
+        let (source, target) = match st.direction {
+            Direction::Forward => (self.source.clone(), self.target.clone()),
+            Direction::Reverse => (self.target.clone(), self.source.clone()),
+        };
+        JobSpec { name: self.name.clone(), source, target, keep: self.keep, flags: self.flags, rate_limit: self.rate_limit }
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// This node's name.
+    pub local_node: String,
+    /// Jobs run at once in a cycle.
+    pub parallel: usize,
+    /// Nodes by name.
+    pub nodes: BTreeMap<String, Node>,
+    /// Jobs by name.
+    pub jobs: BTreeMap<JobName, Job>,
+}
+
+/// Parses "1m", "90s", "1h30m".
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    humantime::parse_duration(s.trim()).map_err(|e| anyhow!("{s:?} is not a duration like \"30s\", \"1m\" or \"1h\": {e}"))
+}
+
+/// Parses a byte rate: an integer, or with K/M/G suffix (powers of 1024).
+pub fn parse_rate(v: &toml::Value) -> Result<u64> {
+    match v {
+        toml::Value::Integer(i) if *i >= 0 => Ok(*i as u64),
+        toml::Value::String(s) => {
+            let s = s.trim();
+            let (num, mult) = match s.char_indices().last() {
+                Some((i, c)) if c.is_ascii_alphabetic() => {
+                    let m = match c.to_ascii_uppercase() {
+                        'K' => 1u64 << 10,
+                        'M' => 1 << 20,
+                        'G' => 1 << 30,
+                        _ => bail!("{s:?}: unknown unit {c:?} (use K, M or G)"),
+                    };
+                    (&s[..i], m)
+                }
+                _ => (s, 1),
+            };
+            let n: u64 = num.trim().parse().map_err(|_| anyhow!("{s:?} is not a byte rate like \"0\", \"50M\" or 52428800"))?;
+            n.checked_mul(mult).ok_or_else(|| anyhow!("{s:?} is too large"))
+        }
+        other => bail!("{other} is not a byte rate"),
+    }
+}
+
+fn parse_compress(s: &str) -> Result<Compress> {
+    match s {
+        "none" => Ok(Compress::None),
+        "auto" => Ok(Compress::Auto),
+        "zstd" => Ok(Compress::Zstd(3)),
+        _ => {
+            let level = s
+                .strip_prefix("zstd:")
+                .and_then(|l| l.parse::<i32>().ok())
+                .ok_or_else(|| anyhow!("{s:?} is not one of none, zstd, zstd:LEVEL, auto"))?;
+            if !(1..=19).contains(&level) {
+                bail!("zstd level {level} is outside 1..=19");
+            }
+            Ok(Compress::Zstd(level))
+        }
+    }
+}
+
+fn parse_endpoint(s: &str, nodes: &BTreeMap<String, RawNode>) -> Result<Endpoint> {
+    let (node, ds) = s.split_once(':').ok_or_else(|| anyhow!("{s:?} must be NODE:DATASET"))?;
+    if !nodes.contains_key(node) {
+        let known: Vec<&str> = nodes.keys().map(String::as_str).collect();
+        bail!("node {node:?} is not defined in [nodes] (known: {})", if known.is_empty() { "none".into() } else { known.join(", ") });
+    }
+    let dataset = DatasetName::parse(ds)?;
+    Ok(Endpoint { node: node.to_owned(), dataset })
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
+}
+
+impl Config {
+    /// The config path: the flag, else `$TANDEM_CONFIG`, else the default.
+    pub fn path_from(flag: Option<&Path>) -> PathBuf {
+        flag.map(Path::to_owned)
+            .or_else(|| std::env::var_os("TANDEM_CONFIG").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
+    }
+
+    /// Reads and validates the file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text, path)
+    }
+
+    /// Validates config text; `path` is used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        let mut errors = Vec::new();
+        let mut nodes = BTreeMap::new();
+        let local_node = raw.local_node.clone().unwrap_or_else(hostname);
+        for (name, n) in &raw.nodes {
+            let key = format!("nodes.{name}");
+            if name.is_empty() || name.contains(':') || name.contains('/') {
+                errors.push(format!("[{key}]: node names must not be empty or contain ':' or '/'"));
+                continue;
+            }
+            let transport = if n.address == "local" || *name == local_node {
+                Transport::Local
+            } else {
+                if n.address.is_empty() || n.address.starts_with('-') || n.address.contains(char::is_whitespace) {
+                    errors.push(format!("[{key}] address {:?} is not a host name or address", n.address));
+                    continue;
+                }
+                Transport::Ssh(SshTarget {
+                    host: n.address.clone(),
+                    user: n.ssh_user.clone(),
+                    port: n.ssh_port,
+                    identity: n.ssh_identity.clone(),
+                    options: n.ssh_options.clone(),
+                    control_dir: Some(raw.state_dir.join("ssh")),
+                })
+            };
+            if n.zfs_path.is_empty() {
+                errors.push(format!("[{key}] zfs_path is empty"));
+            }
+            nodes.insert(name.clone(), Node { transport, zfs_path: n.zfs_path.clone() });
+        }
+        let mut jobs = BTreeMap::new();
+        let mut targets: BTreeMap<String, String> = BTreeMap::new();
+        for (name, j) in &raw.jobs {
+            let key = format!("jobs.{name}");
+            let jname = match JobName::parse(name) {
+                Ok(n) => n,
+                Err(e) => {
+                    errors.push(format!("[{key}]: {e}"));
+                    continue;
+                }
+            };
+            let mut endpoint = |field: &str, v: &Option<String>| -> Option<Endpoint> {
+                match v {
+                    None => {
+                        errors.push(format!("[{key}] {field} is missing (NODE:DATASET)"));
+                        None
+                    }
+                    Some(s) => parse_endpoint(s, &raw.nodes).map_err(|e| errors.push(format!("[{key}] {field}: {e}"))).ok(),
+                }
+            };
+            let source = endpoint("source", &j.source);
+            let target = endpoint("target", &j.target);
+            let interval = parse_duration(&j.interval).map_err(|e| errors.push(format!("[{key}] interval: {e}"))).ok();
+            if interval.is_some_and(|i| i < Duration::from_secs(1)) {
+                errors.push(format!("[{key}] interval must be at least 1s"));
+            }
+            if !(1..=10_000).contains(&j.keep) {
+                errors.push(format!("[{key}] keep = {} must be between 1 and 10000 (the newest common snapshot is always kept)", j.keep));
+            }
+            let compress = parse_compress(&j.compress).map_err(|e| errors.push(format!("[{key}] compress: {e}"))).ok();
+            let rate = parse_rate(&j.rate_limit).map_err(|e| errors.push(format!("[{key}] rate_limit: {e}"))).ok();
+            let (Some(source), Some(target), Some(interval), Some(compress), Some(rate_limit)) = (source, target, interval, compress, rate) else {
+                continue;
+            };
+            if source.node == target.node && (source.dataset.is_within(&target.dataset) || target.dataset.is_within(&source.dataset)) {
+                errors.push(format!("[{key}] source {source} and target {target} overlap"));
+                continue;
+            }
+            if let Some(other) = targets.insert(target.to_string(), name.clone()) {
+                errors.push(format!("[{key}] target {target} is also the target of job {other}"));
+            }
+            let flags = SendFlags { raw: j.raw, compressed: j.compressed, large_blocks: j.large_blocks, embedded: j.embedded };
+            jobs.insert(jname.clone(), Job { name: jname, source, target, interval, keep: j.keep as usize, compress, rate_limit, enabled: j.enabled, flags });
+        }
+        if !errors.is_empty() {
+            bail!("{}: invalid configuration:\n  - {}", path.display(), errors.join("\n  - "));
+        }
+        Ok(Config { path: path.to_owned(), state_dir: raw.state_dir, local_node, parallel: raw.parallel.unwrap_or(4).clamp(1, 64), nodes, jobs })
+    }
+
+    /// A `zfs` backend per node.
+    pub fn backends(&self) -> BTreeMap<String, CliZfs> {
+        self.nodes.iter().map(|(n, node)| (n.clone(), CliZfs::new(n, node.transport.clone(), &node.zfs_path))).collect()
+    }
+
+    /// Is this node this machine?
+    pub fn is_local(&self, node: &str) -> bool {
+        self.nodes.get(node).is_some_and(|n| matches!(n.transport, Transport::Local))
+    }
+
+    /// The named jobs, or all enabled jobs if `names` is empty.
+    pub fn select(&self, names: &[String]) -> Result<Vec<&Job>> {
+        if names.is_empty() {
+            return Ok(self.jobs.values().filter(|j| j.enabled).collect());
+        }
+        names
+            .iter()
+            .map(|n| {
+                JobName::parse(n).ok().and_then(|j| self.jobs.get(&j)).ok_or_else(|| {
+                    anyhow!("{}: no job named {n:?} (jobs: {})", self.path.display(), self.jobs.keys().map(|k| k.as_str()).collect::<Vec<_>>().join(", "))
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+state_dir = "/tmp/x"
+local_node = "trinity"
+[nodes.oracle]
+address = "10.0.0.1"
+ssh_port = 2222
+[[nodes.oracle.fence]]
+kind = "ipmi"
+host = "10.0.0.101"
+[nodes.trinity]
+address = "local"
+[jobs.vm-1001]
+source = "oracle:rpool/data/vm-1001-disk-0"
+target = "trinity:rpool/replica/vm-1001-disk-0"
+interval = "1m"
+keep = 3
+compress = "zstd:5"
+rate_limit = "50M"
+"#;
+
+    fn err(text: &str) -> String {
+        format!("{:#}", Config::parse(text, Path::new("/etc/t.toml")).expect_err("invalid"))
+    }
+
+    #[test]
+    fn parses_the_design_example() {
+        let c = Config::parse(GOOD, Path::new("t.toml")).expect("valid");
+        let j = c.jobs.values().next().expect("job");
+        assert_eq!(j.rate_limit, 50 << 20);
+        assert_eq!(j.compress, Compress::Zstd(5));
+        assert_eq!(j.interval, Duration::from_secs(60));
+        assert!(c.is_local("trinity"));
+        assert!(!c.is_local("oracle"));
+    }
+
+    #[test]
+    fn errors_name_the_file_and_key() {
+        assert!(err("state_dir = [").contains("/etc/t.toml"));
+        let e = err(&GOOD.replace("keep = 3", "keep = 3\nbogus = 1"));
+        assert!(e.contains("bogus"), "{e}");
+        let e = err(&GOOD.replace("oracle:rpool", "nosuch:rpool"));
+        assert!(e.contains("[jobs.vm-1001] source") && e.contains("\"nosuch\""), "{e}");
+        let e = err(&GOOD.replace("vm-1001-disk-0\"\ntarget", "vm*1\"\ntarget"));
+        assert!(e.contains("vm*1") && e.contains("'*'"), "{e}");
+        let e = err(&GOOD.replace("source = \"oracle:rpool/data/vm-1001-disk-0\"\n", ""));
+        assert!(e.contains("source is missing"), "{e}");
+        let e = err(&GOOD.replace("keep = 3", "keep = 0"));
+        assert!(e.contains("keep = 0"), "{e}");
+        let e = err(&GOOD.replace("interval = \"1m\"", "interval = \"soon\""));
+        assert!(e.contains("interval") && e.contains("soon"), "{e}");
+        let e = err(&GOOD.replace("zstd:5", "lz5"));
+        assert!(e.contains("compress"), "{e}");
+        let e = err(&GOOD.replace("rate_limit = \"50M\"", "rate_limit = \"fast\""));
+        assert!(e.contains("rate_limit"), "{e}");
+        let e = err(&GOOD.replace("[jobs.vm-1001]", "[jobs.\"vm 1001\"]"));
+        assert!(e.contains("jobs.vm 1001"), "{e}");
+        let e = err(&format!("{GOOD}\n[jobs.b]\nsource = \"oracle:rpool/b\"\ntarget = \"trinity:rpool/replica/vm-1001-disk-0\"\n"));
+        assert!(e.contains("also the target of job"), "{e}");
+    }
+
+    #[test]
+    fn rates_and_durations() {
+        assert_eq!(parse_rate(&toml::Value::Integer(5)).expect("int"), 5);
+        assert_eq!(parse_rate(&toml::Value::String("2K".into())).expect("k"), 2048);
+        assert!(parse_rate(&toml::Value::String("-1".into())).is_err());
+        assert_eq!(parse_duration("90s").expect("d"), Duration::from_secs(90));
+    }
+}
