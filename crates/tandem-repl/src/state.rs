@@ -104,6 +104,13 @@ impl StateStore {
         let derr = |e| StateError::Dir { path: dir.to_owned(), source: e };
         fs::create_dir_all(&jobs).map_err(derr)?;
         fs::create_dir_all(dir.join("locks")).map_err(derr)?;
+        // ssh connection-sharing sockets live here; only root may use them.
+        let ssh = dir.join("ssh");
+        fs::create_dir_all(&ssh).map_err(derr)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&ssh, fs::Permissions::from_mode(0o700)).map_err(derr)?;
+        }
         let probe = jobs.join(".write-test");
         fs::write(&probe, b"ok").map_err(derr)?;
         let _ = fs::remove_file(&probe);

@@ -72,6 +72,12 @@ impl Capabilities {
         Some(c)
     }
 
+    /// Must pool-changing calls be serialized? (zfs-fuse deadlocks on
+    /// concurrent creates and mounts.)
+    pub fn serialize_changes(&self) -> bool {
+        !self.resume
+    }
+
     /// The features this node lacks, for a one-line warning.
     pub fn missing(&self) -> Vec<&'static str> {
         let mut m = Vec::new();

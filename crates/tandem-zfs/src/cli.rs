@@ -106,18 +106,32 @@ pub trait Zfs: Send + Sync {
 }
 
 /// [`Zfs`] through the `zfs` program.
+///
+/// On legacy ZFS (zfs-fuse) every call that changes the pool is serialized:
+/// zfs-fuse deadlocks when datasets are created or mounted concurrently
+/// (reproduced with four parallel `zfs create` loops), and a receive mounts.
 #[derive(Debug)]
 pub struct CliZfs {
     node: String,
     transport: Transport,
     zfs: String,
     caps: OnceCell<Capabilities>,
+    serial: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl CliZfs {
     /// `zfs` (at path `zfs`) on `node` through `transport`.
     pub fn new(node: &str, transport: Transport, zfs: &str) -> Self {
-        Self { node: node.to_owned(), transport, zfs: zfs.to_owned(), caps: OnceCell::new() }
+        Self { node: node.to_owned(), transport, zfs: zfs.to_owned(), caps: OnceCell::new(), serial: Default::default() }
+    }
+
+    /// Serializes pool-changing calls where ZFS needs it (legacy zfs-fuse).
+    async fn serial(&self) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, ZfsError> {
+        if self.caps().await?.serialize_changes() {
+            Ok(Some(self.serial.clone().lock_owned().await))
+        } else {
+            Ok(None)
+        }
     }
 
     fn inv(&self, args: Vec<String>) -> Invocation {
@@ -240,6 +254,7 @@ impl Zfs for CliZfs {
         if names.is_empty() {
             return Ok(());
         }
+        let _serial = self.serial().await?;
         let caps = self.caps().await?;
         if caps.multi_snapshot {
             let mut a = vec!["snapshot".to_owned()];
@@ -254,24 +269,29 @@ impl Zfs for CliZfs {
     }
 
     async fn destroy_snapshot(&self, name: &SnapshotName) -> Result<Changed, ZfsError> {
+        let _serial = self.serial().await?;
         idempotent(self.inv(vec!["destroy".into(), name.to_string()]).output().await, ZfsError::is_not_found)
     }
 
     async fn hold(&self, tag: &HoldTag, snap: &SnapshotName) -> Result<Changed, ZfsError> {
+        let _serial = self.serial().await?;
         let r = self.inv(vec!["hold".into(), tag.to_string(), snap.to_string()]).output().await;
         idempotent(r, |e| matches!(e, ZfsError::HoldExists { .. }))
     }
 
     async fn release(&self, tag: &HoldTag, snap: &SnapshotName) -> Result<Changed, ZfsError> {
+        let _serial = self.serial().await?;
         let r = self.inv(vec!["release".into(), tag.to_string(), snap.to_string()]).output().await;
         idempotent(r, |e| matches!(e, ZfsError::HoldNotFound { .. }) || e.is_not_found())
     }
 
     async fn rollback(&self, snap: &SnapshotName) -> Result<(), ZfsError> {
+        let _serial = self.serial().await?;
         self.inv(vec!["rollback".into(), snap.to_string()]).output().await.map(|_| ())
     }
 
     async fn set_property(&self, ds: &DatasetName, prop: &str, value: &str) -> Result<(), ZfsError> {
+        let _serial = self.serial().await?;
         if prop.contains(':') {
             check_user_property(prop)?;
         } else if !prop.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
@@ -319,7 +339,12 @@ impl Zfs for CliZfs {
         }
         let target = spec.target.as_ref().ok_or_else(|| crate::name::NameError { input: String::new(), reason: "receive without a target".into() })?;
         a.push(target.to_string());
-        self.inv(a).spawn(Stdio::piped(), Stdio::null())
+        let serial = self.serial().await?;
+        let mut p = self.inv(a).spawn(Stdio::piped(), Stdio::null())?;
+        if let Some(g) = serial {
+            p.keep_until_exit(Box::new(g));
+        }
+        Ok(p)
     }
 
     async fn receive_abort(&self, ds: &DatasetName) -> Result<Changed, ZfsError> {

@@ -162,7 +162,7 @@ impl Invocation {
         let mut child = cmd.spawn().map_err(|e| self.spawn_err(e))?;
         let stderr = child.stderr.take().map(drain);
         tracing::debug!(cmd = %self.display(), pid = child.id(), "zfs stream started");
-        Ok(ZfsProcess { child, stderr, cmd: self.display(), via_ssh: self.via_ssh(), start: Instant::now() })
+        Ok(ZfsProcess { child, stderr, cmd: self.display(), via_ssh: self.via_ssh(), start: Instant::now(), guard: None })
     }
 }
 
@@ -192,9 +192,15 @@ pub struct ZfsProcess {
     cmd: String,
     via_ssh: bool,
     start: Instant,
+    guard: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl ZfsProcess {
+    /// Keeps `guard` (a lock, say) alive until this process has exited.
+    pub fn keep_until_exit(&mut self, guard: Box<dyn std::any::Any + Send + Sync>) {
+        self.guard = Some(guard);
+    }
+
     /// The child's stdout, once.
     pub fn take_stdout(&mut self) -> Option<tokio::process::ChildStdout> {
         self.child.stdout.take()

@@ -91,7 +91,13 @@ pub async fn demo(cycles: u32, keep: bool, dir: Option<PathBuf>) -> Result<ExitC
         println!("\nkept: pools {src_pool} and {dst_pool}, files in {}", dir.display());
     } else {
         for p in [&src_pool, &dst_pool] {
-            let _ = sh("zpool", &["destroy", "-f", p]).await;
+            // a just-used pool can be "busy" for a moment on zfs-fuse
+            for _ in 0..20 {
+                if sh("zpool", &["destroy", "-f", p]).await.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
         }
         let _ = std::fs::remove_dir_all(&dir);
         println!("\ncleaned up: destroyed pools {src_pool} and {dst_pool}, removed {}", dir.display());
@@ -143,6 +149,9 @@ async fn run_demo(cycles: u32, dir: &Path, src_pool: &str, dst_pool: &str) -> Re
             bail!("GUID mismatch: {} {} vs {} {}", sn.name, sn.guid, tn.name, tn.guid);
         }
         let dst_dir = mountpoint(spec.target.dataset.as_str()).await?;
+        // zfs-fuse leaves the kernel's page cache of a received filesystem
+        // stale; drop it so the comparison reads what ZFS holds.
+        let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
         let (files, bytes) = same_tree(&src_dir, &dst_dir)?;
         let own = |d: Option<&tandem_zfs::Dataset>| d.map(|d| d.snapshots.iter().filter(|x| job.name.owns(x)).count()).unwrap_or(0);
         println!(
