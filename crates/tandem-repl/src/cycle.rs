@@ -66,23 +66,55 @@ struct Locked<'a> {
     _locks: (Lock, Lock),
 }
 
-async fn take_locks<'a>(store: &StateStore, spec: &'a JobSpec, opts: &CycleOptions) -> Result<Locked<'a>, LockError> {
+async fn take_locks<'a>(
+    store: &StateStore,
+    spec: &'a JobSpec,
+    opts: &CycleOptions,
+) -> Result<Locked<'a>, LockError> {
     let dir = store.dir().join("locks");
-    let jl = lock(&key_file(&dir, "job", spec.name.as_str()), &format!("job {}", spec.name), &opts.me, opts.lock_wait).await?;
+    let jl = lock(
+        &key_file(&dir, "job", spec.name.as_str()),
+        &format!("job {}", spec.name),
+        &opts.me,
+        opts.lock_wait,
+    )
+    .await?;
     let tkey = spec.target.to_string();
-    let tl = lock(&key_file(&dir, "target", &tkey), &format!("target {tkey}"), &opts.me, opts.lock_wait).await?;
-    Ok(Locked { spec, _locks: (jl, tl) })
+    let tl = lock(
+        &key_file(&dir, "target", &tkey),
+        &format!("target {tkey}"),
+        &opts.me,
+        opts.lock_wait,
+    )
+    .await?;
+    Ok(Locked {
+        spec,
+        _locks: (jl, tl),
+    })
 }
 
 /// Runs one cycle of `jobs`. Every job gets a report; state is updated.
-pub async fn run_cycle<Z: Zfs>(nodes: &BTreeMap<String, Z>, jobs: &[JobSpec], store: &StateStore, opts: &CycleOptions) -> Vec<JobReport> {
+pub async fn run_cycle<Z: Zfs>(
+    nodes: &BTreeMap<String, Z>,
+    jobs: &[JobSpec],
+    store: &StateStore,
+    opts: &CycleOptions,
+) -> Vec<JobReport> {
     let mut reports = Vec::new();
     let mut locked = Vec::new();
     for spec in jobs {
         let started = Utc::now();
         for node in [&spec.source.node, &spec.target.node] {
             if !nodes.contains_key(node) {
-                reports.push(JobReport { job: spec.name.clone(), started, duration: Duration::ZERO, result: Err(CycleError::UnknownNode { job: spec.name.to_string(), node: node.clone() }) });
+                reports.push(JobReport {
+                    job: spec.name.clone(),
+                    started,
+                    duration: Duration::ZERO,
+                    result: Err(CycleError::UnknownNode {
+                        job: spec.name.to_string(),
+                        node: node.clone(),
+                    }),
+                });
             }
         }
         if reports.iter().any(|r| r.job == spec.name) {
@@ -90,61 +122,125 @@ pub async fn run_cycle<Z: Zfs>(nodes: &BTreeMap<String, Z>, jobs: &[JobSpec], st
         }
         match take_locks(store, spec, opts).await {
             Ok(l) => locked.push(l),
-            Err(e) => reports.push(JobReport { job: spec.name.clone(), started, duration: Duration::ZERO, result: Err(e.into()) }),
+            Err(e) => reports.push(JobReport {
+                job: spec.name.clone(),
+                started,
+                duration: Duration::ZERO,
+                result: Err(e.into()),
+            }),
         }
     }
 
     // One listing per node for the whole cycle.
     let mut roots: BTreeMap<&str, BTreeSet<DatasetName>> = BTreeMap::new();
     for l in &locked {
-        roots.entry(&l.spec.source.node).or_default().insert(l.spec.source.dataset.clone());
-        roots.entry(&l.spec.target.node).or_default().insert(l.spec.target.dataset.clone());
+        roots
+            .entry(&l.spec.source.node)
+            .or_default()
+            .insert(l.spec.source.dataset.clone());
+        roots
+            .entry(&l.spec.target.node)
+            .or_default()
+            .insert(l.spec.target.dataset.clone());
     }
-    let listings: BTreeMap<&str, Option<Listing>> = futures::future::join_all(roots.into_iter().map(|(node, r)| list_node(nodes, node, r)))
-        .await
-        .into_iter()
-        .collect();
+    let listings: BTreeMap<&str, Option<Listing>> =
+        futures::future::join_all(roots.into_iter().map(|(node, r)| list_node(nodes, node, r)))
+            .await
+            .into_iter()
+            .collect();
 
-    type JobFuture<'f> = std::pin::Pin<Box<dyn std::future::Future<Output = JobReport> + Send + 'f>>;
-    let futs: Vec<JobFuture<'_>> = locked.iter().map(|l| Box::pin(job_report(nodes, l.spec, store, &listings)) as JobFuture<'_>).collect();
-    let results: Vec<JobReport> = stream::iter(futs).buffer_unordered(opts.parallel.max(1)).collect().await;
+    type JobFuture<'f> =
+        std::pin::Pin<Box<dyn std::future::Future<Output = JobReport> + Send + 'f>>;
+    let futs: Vec<JobFuture<'_>> = locked
+        .iter()
+        .map(|l| Box::pin(job_report(nodes, l.spec, store, &listings)) as JobFuture<'_>)
+        .collect();
+    let results: Vec<JobReport> = stream::iter(futs)
+        .buffer_unordered(opts.parallel.max(1))
+        .collect()
+        .await;
     reports.extend(results);
     reports.sort_by(|a, b| a.job.cmp(&b.job));
     reports
 }
 
-async fn list_node<'n, Z: Zfs>(nodes: &BTreeMap<String, Z>, node: &'n str, roots: BTreeSet<DatasetName>) -> (&'n str, Option<Listing>) {
+async fn list_node<'n, Z: Zfs>(
+    nodes: &BTreeMap<String, Z>,
+    node: &'n str,
+    roots: BTreeSet<DatasetName>,
+) -> (&'n str, Option<Listing>) {
     let roots: Vec<DatasetName> = roots.into_iter().collect();
     let l = match nodes.get(node) {
-        Some(z) => z.list(&roots).await.map_err(|e| tracing::warn!(%node, "listing failed: {e}")).ok(),
+        Some(z) => z
+            .list(&roots)
+            .await
+            .map_err(|e| tracing::warn!(%node, "listing failed: {e}"))
+            .ok(),
         None => None,
     };
     (node, l)
 }
 
-async fn job_report<Z: Zfs>(nodes: &BTreeMap<String, Z>, spec: &JobSpec, store: &StateStore, listings: &BTreeMap<&str, Option<Listing>>) -> JobReport {
+async fn job_report<Z: Zfs>(
+    nodes: &BTreeMap<String, Z>,
+    spec: &JobSpec,
+    store: &StateStore,
+    listings: &BTreeMap<&str, Option<Listing>>,
+) -> JobReport {
     let started = Utc::now();
     let t0 = Instant::now();
     let result = run_one(nodes, spec, store, listings).await;
     let duration = t0.elapsed();
     record(store, spec, started, duration, &result);
-    JobReport { job: spec.name.clone(), started, duration, result }
+    JobReport {
+        job: spec.name.clone(),
+        started,
+        duration,
+        result,
+    }
 }
 
-async fn run_one<Z: Zfs>(nodes: &BTreeMap<String, Z>, spec: &JobSpec, store: &StateStore, listings: &BTreeMap<&str, Option<Listing>>) -> Result<Outcome, CycleError> {
-    let unknown = |node: &str| CycleError::UnknownNode { job: spec.name.to_string(), node: node.to_owned() };
-    let src = nodes.get(&spec.source.node).ok_or_else(|| unknown(&spec.source.node))?;
-    let tgt = nodes.get(&spec.target.node).ok_or_else(|| unknown(&spec.target.node))?;
+async fn run_one<Z: Zfs>(
+    nodes: &BTreeMap<String, Z>,
+    spec: &JobSpec,
+    store: &StateStore,
+    listings: &BTreeMap<&str, Option<Listing>>,
+) -> Result<Outcome, CycleError> {
+    let unknown = |node: &str| CycleError::UnknownNode {
+        job: spec.name.to_string(),
+        node: node.to_owned(),
+    };
+    let src = nodes
+        .get(&spec.source.node)
+        .ok_or_else(|| unknown(&spec.source.node))?;
+    let tgt = nodes
+        .get(&spec.target.node)
+        .ok_or_else(|| unknown(&spec.target.node))?;
     let st = store.load(&spec.name)?;
-    let shared = match (listings.get(spec.source.node.as_str()), listings.get(spec.target.node.as_str())) {
+    let shared = match (
+        listings.get(spec.source.node.as_str()),
+        listings.get(spec.target.node.as_str()),
+    ) {
         (Some(Some(a)), Some(Some(b))) => Some((a.clone(), b.clone())),
         _ => None,
     };
-    let ex = Executor { job: spec, src, tgt, progress: Arc::new(Progress::default()), previous_common: st.common.as_ref().map(|c| c.guid) };
+    let ex = Executor {
+        job: spec,
+        src,
+        tgt,
+        progress: Arc::new(Progress::default()),
+        previous_common: st.common.as_ref().map(|c| c.guid),
+    };
     Ok(ex.run(shared, Utc::now).await?)
 }
 
-fn record(store: &StateStore, spec: &JobSpec, started: DateTime<Utc>, duration: Duration, result: &Result<Outcome, CycleError>) {
+fn record(
+    store: &StateStore,
+    spec: &JobSpec,
+    started: DateTime<Utc>,
+    duration: Duration,
+    result: &Result<Outcome, CycleError>,
+) {
     let r = store.update(&spec.name, |st| {
         st.last_attempt = Some(started);
         st.last_duration_ms = duration.as_millis() as u64;

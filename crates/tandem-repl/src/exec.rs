@@ -11,7 +11,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
-use tandem_zfs::{Changed, DatasetName, Guid, Listing, RecvSpec, SendFlags, SendRequest, Snapshot, SnapshotName, Zfs, ZfsError};
+use tandem_zfs::{
+    Changed, DatasetName, Guid, Listing, RecvSpec, SendFlags, SendRequest, Snapshot, SnapshotName,
+    Zfs, ZfsError,
+};
 
 use crate::naming::JobName;
 use crate::pipe::{self, PipeError, Progress};
@@ -78,7 +81,9 @@ pub enum ReplError {
         source: PipeError,
     },
     /// After a receive that reported success, the target lacks the snapshot.
-    #[error("job {job}: after the transfer, {target} has no snapshot with GUID {guid} ({snapshot})")]
+    #[error(
+        "job {job}: after the transfer, {target} has no snapshot with GUID {guid} ({snapshot})"
+    )]
     NotReceived {
         /// Job.
         job: String,
@@ -101,7 +106,15 @@ impl ReplError {
     /// Is this a conflict that needs a human (as opposed to a transient error)?
     pub fn is_conflict(&self) -> bool {
         matches!(self, ReplError::Conflict { .. })
-            || matches!(self, ReplError::Zfs { source: ZfsError::TargetDiverged { .. } | ZfsError::NoCommonSnapshot { .. } | ZfsError::TargetExists { .. }, .. })
+            || matches!(
+                self,
+                ReplError::Zfs {
+                    source: ZfsError::TargetDiverged { .. }
+                        | ZfsError::NoCommonSnapshot { .. }
+                        | ZfsError::TargetExists { .. },
+                    ..
+                }
+            )
     }
 }
 
@@ -123,7 +136,10 @@ pub struct Outcome {
 }
 
 fn zerr(node: &str) -> impl Fn(ZfsError) -> ReplError + '_ {
-    move |e| ReplError::Zfs { node: node.to_owned(), source: e }
+    move |e| ReplError::Zfs {
+        node: node.to_owned(),
+        source: e,
+    }
 }
 
 fn common_of(s: &Snapshot, t: &Snapshot) -> Common {
@@ -131,7 +147,10 @@ fn common_of(s: &Snapshot, t: &Snapshot) -> Common {
         source: s.name.clone(),
         target: t.name.clone(),
         guid: s.guid,
-        created: Utc.timestamp_opt(s.creation, 0).single().unwrap_or_else(Utc::now),
+        created: Utc
+            .timestamp_opt(s.creation, 0)
+            .single()
+            .unwrap_or_else(Utc::now),
     }
 }
 
@@ -154,19 +173,35 @@ pub struct Executor<'a, S: Zfs, T: Zfs> {
 impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
     async fn list_both(&self) -> Result<(Listing, Listing), ReplError> {
         let (a, b) = tokio::join!(
-            self.src.list(std::slice::from_ref(&self.job.source.dataset)),
-            self.tgt.list(std::slice::from_ref(&self.job.target.dataset))
+            self.src
+                .list(std::slice::from_ref(&self.job.source.dataset)),
+            self.tgt
+                .list(std::slice::from_ref(&self.job.target.dataset))
         );
-        Ok((a.map_err(zerr(self.src.node()))?, b.map_err(zerr(self.tgt.node()))?))
+        Ok((
+            a.map_err(zerr(self.src.node()))?,
+            b.map_err(zerr(self.tgt.node()))?,
+        ))
     }
 
     /// Plans from the given listings without changing anything.
-    pub fn plan(&self, src: &Listing, tgt: &Listing, now: DateTime<Utc>) -> Result<Plan, ReplError> {
+    pub fn plan(
+        &self,
+        src: &Listing,
+        tgt: &Listing,
+        now: DateTime<Utc>,
+    ) -> Result<Plan, ReplError> {
         let j = self.job;
         Ok(plan(
             &j.name,
-            Side { dataset: src.get(&j.source.dataset), name: &j.source.dataset },
-            Side { dataset: tgt.get(&j.target.dataset), name: &j.target.dataset },
+            Side {
+                dataset: src.get(&j.source.dataset),
+                name: &j.source.dataset,
+            },
+            Side {
+                dataset: tgt.get(&j.target.dataset),
+                name: &j.target.dataset,
+            },
             now,
         )?)
     }
@@ -174,15 +209,31 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
     /// The send request a plan implies.
     pub fn request(&self, p: &Plan) -> Option<SendRequest> {
         match p {
-            Plan::Full { to } => Some(SendRequest::Snapshot { snapshot: to.snapshot().clone(), from: None, intermediates: false, flags: self.job.flags }),
-            Plan::Incremental { base, to, .. } => Some(SendRequest::Snapshot { snapshot: to.snapshot().clone(), from: Some(base.name.clone()), intermediates: true, flags: self.job.flags }),
-            Plan::Resume { token } => Some(SendRequest::Resume { token: token.clone() }),
+            Plan::Full { to } => Some(SendRequest::Snapshot {
+                snapshot: to.snapshot().clone(),
+                from: None,
+                intermediates: false,
+                flags: self.job.flags,
+            }),
+            Plan::Incremental { base, to, .. } => Some(SendRequest::Snapshot {
+                snapshot: to.snapshot().clone(),
+                from: Some(base.name.clone()),
+                intermediates: true,
+                flags: self.job.flags,
+            }),
+            Plan::Resume { token } => Some(SendRequest::Resume {
+                token: token.clone(),
+            }),
             _ => None,
         }
     }
 
     /// Runs one cycle. `listings` are this cycle's shared listings, if any.
-    pub async fn run(&self, listings: Option<(Listing, Listing)>, now: impl Fn() -> DateTime<Utc>) -> Result<Outcome, ReplError> {
+    pub async fn run(
+        &self,
+        listings: Option<(Listing, Listing)>,
+        now: impl Fn() -> DateTime<Utc>,
+    ) -> Result<Outcome, ReplError> {
         let mut out = Outcome::default();
         let (mut sl, mut tl) = match listings {
             Some(l) => l,
@@ -193,7 +244,11 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
             tracing::debug!(job = %self.job.name, plan = p.kind(), "planned");
             out.plans.push(p.kind().to_owned());
             match &p {
-                Plan::Conflict(c) => return Err(ReplError::Conflict { conflict: c.clone() }),
+                Plan::Conflict(c) => {
+                    return Err(ReplError::Conflict {
+                        conflict: c.clone(),
+                    })
+                }
                 Plan::UpToDate { common } => {
                     let tds = tl.get(&self.job.target.dataset);
                     if let Some(t) = tds.and_then(|t| t.by_guid(common.guid)) {
@@ -203,14 +258,22 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
                     return Ok(out);
                 }
                 Plan::Resume { .. } => {
-                    let req = self.request(&p).ok_or_else(|| ReplError::TooManyRounds(self.job.name.to_string()))?;
+                    let req = self
+                        .request(&p)
+                        .ok_or_else(|| ReplError::TooManyRounds(self.job.name.to_string()))?;
                     match self.transfer(&req, true).await {
                         Ok(n) => out.bytes += n,
-                        Err(ReplError::Zfs { source: ZfsError::ResumeTokenStale { .. }, .. }) => {
+                        Err(ReplError::Zfs {
+                            source: ZfsError::ResumeTokenStale { .. },
+                            ..
+                        }) => {
                             let w = format!("resume token of {} is stale (its source snapshot is gone): aborted the partial receive with `zfs receive -A` and planning again", self.job.target);
                             tracing::warn!(job = %self.job.name, "{w}");
                             out.warnings.push(w);
-                            self.tgt.receive_abort(&self.job.target.dataset).await.map_err(zerr(self.tgt.node()))?;
+                            self.tgt
+                                .receive_abort(&self.job.target.dataset)
+                                .await
+                                .map_err(zerr(self.tgt.node()))?;
                         }
                         Err(e) => return Err(e),
                     }
@@ -219,14 +282,20 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
                 Plan::Full { to } | Plan::Incremental { to, .. } => {
                     let first = matches!(p, Plan::Full { .. });
                     if let SendTo::Create { snapshot } = to {
-                        self.src.snapshot(std::slice::from_ref(snapshot)).await.map_err(zerr(self.src.node()))?;
+                        self.src
+                            .snapshot(std::slice::from_ref(snapshot))
+                            .await
+                            .map_err(zerr(self.src.node()))?;
                     }
-                    let req = self.request(&p).ok_or_else(|| ReplError::TooManyRounds(self.job.name.to_string()))?;
+                    let req = self
+                        .request(&p)
+                        .ok_or_else(|| ReplError::TooManyRounds(self.job.name.to_string()))?;
                     let resumable = self.resumable().await?;
                     out.bytes += self.transfer(&req, resumable).await?;
                     out.sent = Some(to.snapshot().clone());
                     (sl, tl) = self.list_both().await?;
-                    self.finish(&sl, &tl, to.snapshot(), first, &mut out).await?;
+                    self.finish(&sl, &tl, to.snapshot(), first, &mut out)
+                        .await?;
                     return Ok(out);
                 }
             }
@@ -235,8 +304,16 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
     }
 
     async fn resumable(&self) -> Result<bool, ReplError> {
-        let s = self.src.capabilities().await.map_err(zerr(self.src.node()))?;
-        let t = self.tgt.capabilities().await.map_err(zerr(self.tgt.node()))?;
+        let s = self
+            .src
+            .capabilities()
+            .await
+            .map_err(zerr(self.src.node()))?;
+        let t = self
+            .tgt
+            .capabilities()
+            .await
+            .map_err(zerr(self.tgt.node()))?;
         Ok(s.resume && t.resume)
     }
 
@@ -245,7 +322,11 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
     /// stream is its consequence), a failure of the receiver as its own.
     async fn transfer(&self, req: &SendRequest, resumable: bool) -> Result<u64, ReplError> {
         let (sn, tn) = (self.src.node(), self.tgt.node());
-        let spec = RecvSpec { target: Some(self.job.target.dataset.clone()), resumable, ..RecvSpec::default() };
+        let spec = RecvSpec {
+            target: Some(self.job.target.dataset.clone()),
+            resumable,
+            ..RecvSpec::default()
+        };
         let mut send = self.src.send(req).await.map_err(zerr(sn))?;
         let mut recv = match self.tgt.receive(&spec).await {
             Ok(r) => r,
@@ -275,13 +356,19 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
                 let r = recv.wait().await;
                 let _ = send.wait().await;
                 r.map_err(zerr(tn))?;
-                Err(ReplError::Pipe { job: self.job.name.to_string(), source: PipeError::Write { at, source } })
+                Err(ReplError::Pipe {
+                    job: self.job.name.to_string(),
+                    source: PipeError::Write { at, source },
+                })
             }
             Err(e @ PipeError::Read { .. }) => {
                 let s = send.wait().await;
                 let _ = recv.wait().await;
                 s.map_err(zerr(sn))?;
-                Err(ReplError::Pipe { job: self.job.name.to_string(), source: e })
+                Err(ReplError::Pipe {
+                    job: self.job.name.to_string(),
+                    source: e,
+                })
             }
         }
     }
@@ -289,47 +376,79 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
     async fn ensure_holds(&self, s: &Snapshot, t: &Snapshot) -> Result<(), ReplError> {
         let tag = self.job.name.hold_tag();
         if s.userrefs == 0 {
-            self.src.hold(&tag, &s.name).await.map_err(zerr(self.src.node()))?;
+            self.src
+                .hold(&tag, &s.name)
+                .await
+                .map_err(zerr(self.src.node()))?;
         }
         if t.userrefs == 0 {
-            self.tgt.hold(&tag, &t.name).await.map_err(zerr(self.tgt.node()))?;
+            self.tgt
+                .hold(&tag, &t.name)
+                .await
+                .map_err(zerr(self.tgt.node()))?;
         }
         Ok(())
     }
 
     /// After a transfer: verify, hold, release, mark read-only, prune.
-    async fn finish(&self, sl: &Listing, tl: &Listing, sent: &SnapshotName, first: bool, out: &mut Outcome) -> Result<(), ReplError> {
+    async fn finish(
+        &self,
+        sl: &Listing,
+        tl: &Listing,
+        sent: &SnapshotName,
+        first: bool,
+        out: &mut Outcome,
+    ) -> Result<(), ReplError> {
         let j = self.job;
         let src = sl.get(&j.source.dataset);
-        let s = src.and_then(|d| d.by_short(sent.short())).ok_or_else(|| ReplError::Zfs {
-            node: j.source.node.clone(),
-            source: ZfsError::DatasetNotFound { cmd: "listing after transfer".into(), msg: format!("{sent} vanished during the transfer") },
-        })?;
+        let s = src
+            .and_then(|d| d.by_short(sent.short()))
+            .ok_or_else(|| ReplError::Zfs {
+                node: j.source.node.clone(),
+                source: ZfsError::DatasetNotFound {
+                    cmd: "listing after transfer".into(),
+                    msg: format!("{sent} vanished during the transfer"),
+                },
+            })?;
         let tgt = tl.get(&j.target.dataset);
         let Some(t) = tgt.and_then(|d| d.by_guid(s.guid)) else {
-            return Err(ReplError::NotReceived { job: j.name.to_string(), target: j.target.dataset.clone(), guid: s.guid, snapshot: sent.clone() });
+            return Err(ReplError::NotReceived {
+                job: j.name.to_string(),
+                target: j.target.dataset.clone(),
+                guid: s.guid,
+                snapshot: sent.clone(),
+            });
         };
         if first {
             // A replica must not be written by accident; receive ignores readonly.
-            self.tgt.set_property(&j.target.dataset, "readonly", "on").await.map_err(zerr(self.tgt.node()))?;
+            self.tgt
+                .set_property(&j.target.dataset, "readonly", "on")
+                .await
+                .map_err(zerr(self.tgt.node()))?;
         }
         self.ensure_holds(s, t).await?;
         let tag = j.name.hold_tag();
         let stale = |d: &tandem_zfs::Dataset| -> Vec<SnapshotName> {
             d.snapshots
                 .iter()
-                .filter(|x| x.guid != s.guid && x.userrefs > 0 && (j.name.owns(x) || Some(x.guid) == self.previous_common))
+                .filter(|x| {
+                    x.guid != s.guid
+                        && x.userrefs > 0
+                        && (j.name.owns(x) || Some(x.guid) == self.previous_common)
+                })
                 .map(|x| x.name.clone())
                 .collect()
         };
         for old in src.map(stale).unwrap_or_default() {
             if let Err(e) = self.src.release(&tag, &old).await {
-                out.warnings.push(format!("release {tag} on {}:{old}: {e}", j.source.node));
+                out.warnings
+                    .push(format!("release {tag} on {}:{old}: {e}", j.source.node));
             }
         }
         for old in tgt.map(stale).unwrap_or_default() {
             if let Err(e) = self.tgt.release(&tag, &old).await {
-                out.warnings.push(format!("release {tag} on {}:{old}: {e}", j.target.node));
+                out.warnings
+                    .push(format!("release {tag} on {}:{old}: {e}", j.target.node));
             }
         }
         let protect = [s.guid];

@@ -16,11 +16,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod naming;
-pub mod plan;
+pub mod cycle;
 pub mod exec;
 pub mod lock;
+pub mod naming;
 pub mod pipe;
-pub mod state;
-pub mod cycle;
+pub mod plan;
 pub mod sched;
+pub mod state;

@@ -58,7 +58,10 @@ pub fn key_file(dir: &Path, kind: &str, key: &str) -> PathBuf {
 /// Tries once to take the lock at `path`.
 pub fn try_lock(path: &Path, what: &str, me: &str) -> Result<Lock, LockError> {
     if let Some(p) = path.parent() {
-        fs::create_dir_all(p).map_err(|e| LockError::Io { path: p.to_owned(), source: e })?;
+        fs::create_dir_all(p).map_err(|e| LockError::Io {
+            path: p.to_owned(),
+            source: e,
+        })?;
     }
     let f = OpenOptions::new()
         .read(true)
@@ -66,7 +69,10 @@ pub fn try_lock(path: &Path, what: &str, me: &str) -> Result<Lock, LockError> {
         .create(true)
         .truncate(false)
         .open(path)
-        .map_err(|e| LockError::Io { path: path.to_owned(), source: e })?;
+        .map_err(|e| LockError::Io {
+            path: path.to_owned(),
+            source: e,
+        })?;
     match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
         Ok(mut l) => {
             let _ = l.set_len(0);
@@ -80,7 +86,11 @@ pub fn try_lock(path: &Path, what: &str, me: &str) -> Result<Lock, LockError> {
             if holder.is_empty() {
                 holder = "another process".into();
             }
-            Err(LockError::Busy { what: what.to_owned(), holder, path: path.to_owned() })
+            Err(LockError::Busy {
+                what: what.to_owned(),
+                holder,
+                path: path.to_owned(),
+            })
         }
     }
 }
@@ -113,7 +123,9 @@ mod tests {
     fn second_holder_is_refused_and_named() {
         let d = tempfile::tempdir().expect("tmp");
         let p = key_file(d.path(), "target", "n1:tank/with space");
-        assert!(p.to_string_lossy().ends_with("target-n1%3Atank%2Fwith%20space.lock"));
+        assert!(p
+            .to_string_lossy()
+            .ends_with("target-n1%3Atank%2Fwith%20space.lock"));
         let l = try_lock(&p, "target n1:tank/with space", "pid 1").expect("first");
         let e = try_lock(&p, "target n1:tank/with space", "pid 2").expect_err("second");
         assert!(e.to_string().contains("pid 1"), "{e}");

@@ -34,14 +34,22 @@ pub struct JobName(String);
 impl JobName {
     /// Validates a job name.
     pub fn parse(s: &str) -> Result<Self, JobNameError> {
-        let err = |reason| Err(JobNameError { input: s.to_owned(), reason });
+        let err = |reason| {
+            Err(JobNameError {
+                input: s.to_owned(),
+                reason,
+            })
+        };
         if s.is_empty() || s.len() > 64 {
             return err("must be 1 to 64 characters");
         }
         if !s.starts_with(|c: char| c.is_ascii_alphanumeric()) {
             return err("must start with a letter or digit");
         }
-        if !s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        {
             return err("only letters, digits, '_', '.' and '-' are allowed");
         }
         Ok(Self(s.to_owned()))
@@ -65,11 +73,16 @@ impl JobName {
 
     /// If `short` is one of this job's snapshot names, its time.
     pub fn parse_own(&self, short: &str) -> Option<DateTime<Utc>> {
-        let rest = short.strip_prefix(PREFIX)?.strip_prefix(self.0.as_str())?.strip_prefix('_')?;
+        let rest = short
+            .strip_prefix(PREFIX)?
+            .strip_prefix(self.0.as_str())?
+            .strip_prefix('_')?;
         if rest.len() != TIME_LEN {
             return None;
         }
-        NaiveDateTime::parse_from_str(rest, TIME_FMT).ok().map(|n| n.and_utc())
+        NaiveDateTime::parse_from_str(rest, TIME_FMT)
+            .ok()
+            .map(|n| n.and_utc())
     }
 
     /// Is this snapshot one of this job's own?
@@ -111,12 +124,19 @@ mod tests {
     fn own_names_roundtrip_and_do_not_collide() {
         let a = JobName::parse("a").expect("a");
         let ab = JobName::parse("a_b").expect("a_b");
-        let t = Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 5).single().expect("time");
+        let t = Utc
+            .with_ymd_and_hms(2026, 11, 21, 12, 0, 5)
+            .single()
+            .expect("time");
         let s = a.snapshot_short(t);
         assert_eq!(s, "tandem_a_20261121T120005Z");
         assert_eq!(a.parse_own(&s), Some(t));
         assert_eq!(ab.parse_own(&s), None);
-        assert_eq!(a.parse_own(&ab.snapshot_short(t)), None, "job a must not claim job a_b's snapshots");
+        assert_eq!(
+            a.parse_own(&ab.snapshot_short(t)),
+            None,
+            "job a must not claim job a_b's snapshots"
+        );
         assert_eq!(a.parse_own("tandem_a_manual"), None);
         assert_eq!(a.parse_own("tandem_a_20261321T120005Z"), None);
         assert_eq!(a.hold_tag().as_str(), "tandem_a");

@@ -54,7 +54,12 @@ pub enum PipeError {
 
 /// Copies `from` into `to` until EOF, at most `rate_limit` bytes per second
 /// (0 = unlimited), counting into `progress`. Closes `to` at the end.
-pub async fn copy<R, W>(mut from: R, mut to: W, rate_limit: u64, progress: Arc<Progress>) -> Result<u64, PipeError>
+pub async fn copy<R, W>(
+    mut from: R,
+    mut to: W,
+    rate_limit: u64,
+    progress: Arc<Progress>,
+) -> Result<u64, PipeError>
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -64,13 +69,24 @@ where
     let reader = tokio::spawn(async move {
         let mut total = 0u64;
         loop {
-            let mut buf = free_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+            let mut buf = free_rx
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
             buf.clear();
             // Fill the buffer as far as the stream gives, to keep writes large.
             while buf.len() < CHUNK {
-                let n = match (&mut from).take((CHUNK - buf.len()) as u64).read_to_end(&mut buf).await {
+                let n = match (&mut from)
+                    .take((CHUNK - buf.len()) as u64)
+                    .read_to_end(&mut buf)
+                    .await
+                {
                     Ok(n) => n,
-                    Err(e) => return Err(PipeError::Read { at: total, source: e }),
+                    Err(e) => {
+                        return Err(PipeError::Read {
+                            at: total,
+                            source: e,
+                        })
+                    }
                 };
                 if n == 0 {
                     break;
@@ -91,7 +107,10 @@ where
     let mut write_err = None;
     while let Some(buf) = rx.recv().await {
         if let Err(e) = to.write_all(&buf).await {
-            write_err = Some(PipeError::Write { at: written, source: e });
+            write_err = Some(PipeError::Write {
+                at: written,
+                source: e,
+            });
             break;
         }
         written += buf.len() as u64;
@@ -112,7 +131,10 @@ where
     }
     read?;
     if let Err(e) = to.shutdown().await {
-        return Err(PipeError::Write { at: written, source: e });
+        return Err(PipeError::Write {
+            at: written,
+            source: e,
+        });
     }
     Ok(written)
 }
@@ -123,7 +145,9 @@ mod tests {
 
     #[tokio::test]
     async fn copies_everything_in_order() {
-        let data: Vec<u8> = (0..(3 * CHUNK + 12345)).map(|i| (i * 7 % 251) as u8).collect();
+        let data: Vec<u8> = (0..(3 * CHUNK + 12345))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
         let (w, mut r) = tokio::io::duplex(64 * 1024);
         let p = Arc::new(Progress::default());
         let src = std::io::Cursor::new(data.clone());
@@ -153,7 +177,9 @@ mod tests {
     async fn a_closed_receiver_is_a_write_error() {
         let (w, r) = tokio::io::duplex(1024);
         drop(r);
-        let e = copy(std::io::Cursor::new(vec![1u8; 10]), w, 0, Arc::default()).await.expect_err("closed");
+        let e = copy(std::io::Cursor::new(vec![1u8; 10]), w, 0, Arc::default())
+            .await
+            .expect_err("closed");
         assert!(matches!(e, PipeError::Write { .. }), "{e}");
     }
 }

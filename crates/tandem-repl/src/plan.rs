@@ -103,18 +103,39 @@ impl Conflict {
 impl fmt::Display for Conflict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Conflict::SourceMissing { source } => write!(f, "source dataset {source} does not exist"),
-            Conflict::NoCommonSnapshot { target, same_name_other_guid } => {
+            Conflict::SourceMissing { source } => {
+                write!(f, "source dataset {source} does not exist")
+            }
+            Conflict::NoCommonSnapshot {
+                target,
+                same_name_other_guid,
+            } => {
                 write!(f, "target {target} exists but has no snapshot in common with the source (compared by GUID)")?;
                 if !same_name_other_guid.is_empty() {
-                    write!(f, "; same name but different GUID: {}", same_name_other_guid.join(", "))?;
+                    write!(
+                        f,
+                        "; same name but different GUID: {}",
+                        same_name_other_guid.join(", ")
+                    )?;
                 }
                 Ok(())
             }
-            Conflict::TargetDiverged { target, base, snapshots_after_base, written } => {
-                write!(f, "target {target} has diverged from the source after {base}:")?;
+            Conflict::TargetDiverged {
+                target,
+                base,
+                snapshots_after_base,
+                written,
+            } => {
+                write!(
+                    f,
+                    "target {target} has diverged from the source after {base}:"
+                )?;
                 if !snapshots_after_base.is_empty() {
-                    write!(f, " snapshots taken on the target: {}", snapshots_after_base.join(", "))?;
+                    write!(
+                        f,
+                        " snapshots taken on the target: {}",
+                        snapshots_after_base.join(", ")
+                    )?;
                 }
                 if let Some(w) = written.filter(|w| *w > 0) {
                     write!(f, " {w} bytes written on the target")?;
@@ -172,7 +193,10 @@ impl Plan {
 
 /// The newest snapshot present on both sides with the same GUID:
 /// (source snapshot, target snapshot).
-pub fn newest_common<'a>(source: &'a Dataset, target: &'a Dataset) -> Option<(&'a Snapshot, &'a Snapshot)> {
+pub fn newest_common<'a>(
+    source: &'a Dataset,
+    target: &'a Dataset,
+) -> Option<(&'a Snapshot, &'a Snapshot)> {
     target
         .snapshots
         .iter()
@@ -182,43 +206,74 @@ pub fn newest_common<'a>(source: &'a Dataset, target: &'a Dataset) -> Option<(&'
 
 /// Where a send should end: a fresh snapshot, unless the source's newest
 /// snapshot is the job's own, unsent, and nothing was written since.
-fn send_to(job: &JobName, source: &Dataset, after: Option<Guid>, now: DateTime<Utc>) -> Result<SendTo, tandem_zfs::NameError> {
+fn send_to(
+    job: &JobName,
+    source: &Dataset,
+    after: Option<Guid>,
+    now: DateTime<Utc>,
+) -> Result<SendTo, tandem_zfs::NameError> {
     if let (Some(newest), Some(0)) = (source.newest(), source.written) {
         if job.owns(newest) && Some(newest.guid) != after {
-            return Ok(SendTo::Existing { snapshot: newest.name.clone() });
+            return Ok(SendTo::Existing {
+                snapshot: newest.name.clone(),
+            });
         }
     }
     // Names have one-second resolution: never reuse (or go back before) the
     // newest own snapshot's time, even if cycles run back to back or the
     // clock stepped back.
-    let newest_own = source.snapshots.iter().filter_map(|s| job.parse_own(s.name.short())).max();
-    let now = chrono::DurationRound::duration_trunc(now, chrono::Duration::seconds(1)).unwrap_or(now);
+    let newest_own = source
+        .snapshots
+        .iter()
+        .filter_map(|s| job.parse_own(s.name.short()))
+        .max();
+    let now =
+        chrono::DurationRound::duration_trunc(now, chrono::Duration::seconds(1)).unwrap_or(now);
     let t = match newest_own {
         Some(last) if last >= now => last + chrono::Duration::seconds(1),
         _ => now,
     };
-    Ok(SendTo::Create { snapshot: source.name.snapshot(&job.snapshot_short(t))? })
+    Ok(SendTo::Create {
+        snapshot: source.name.snapshot(&job.snapshot_short(t))?,
+    })
 }
 
 /// Plans one cycle of `job` from `source` to `target` at time `now`.
-pub fn plan(job: &JobName, source: Side<'_>, target: Side<'_>, now: DateTime<Utc>) -> Result<Plan, tandem_zfs::NameError> {
+pub fn plan(
+    job: &JobName,
+    source: Side<'_>,
+    target: Side<'_>,
+    now: DateTime<Utc>,
+) -> Result<Plan, tandem_zfs::NameError> {
     let Some(src) = source.dataset else {
-        return Ok(Plan::Conflict(Conflict::SourceMissing { source: source.name.clone() }));
+        return Ok(Plan::Conflict(Conflict::SourceMissing {
+            source: source.name.clone(),
+        }));
     };
     let Some(tgt) = target.dataset else {
-        return Ok(Plan::Full { to: send_to(job, src, None, now)? });
+        return Ok(Plan::Full {
+            to: send_to(job, src, None, now)?,
+        });
     };
     if let Some(token) = &tgt.resume_token {
-        return Ok(Plan::Resume { token: token.clone() });
+        return Ok(Plan::Resume {
+            token: token.clone(),
+        });
     }
     let Some((base, target_base)) = newest_common(src, tgt) else {
         let same_name_other_guid = tgt
             .snapshots
             .iter()
-            .filter(|t| src.by_short(t.name.short()).is_some_and(|s| s.guid != t.guid))
+            .filter(|t| {
+                src.by_short(t.name.short())
+                    .is_some_and(|s| s.guid != t.guid)
+            })
             .map(|t| t.name.to_string())
             .collect();
-        return Ok(Plan::Conflict(Conflict::NoCommonSnapshot { target: tgt.name.clone(), same_name_other_guid }));
+        return Ok(Plan::Conflict(Conflict::NoCommonSnapshot {
+            target: tgt.name.clone(),
+            same_name_other_guid,
+        }));
     };
     let after: Vec<String> = tgt
         .snapshots
@@ -237,9 +292,15 @@ pub fn plan(job: &JobName, source: Side<'_>, target: Side<'_>, now: DateTime<Utc
     }
     let newest_is_base = src.newest().map(|n| n.guid) == Some(base.guid);
     if newest_is_base && src.written == Some(0) {
-        return Ok(Plan::UpToDate { common: base.clone() });
+        return Ok(Plan::UpToDate {
+            common: base.clone(),
+        });
     }
-    Ok(Plan::Incremental { base: base.clone(), target_base: target_base.clone(), to: send_to(job, src, Some(base.guid), now)? })
+    Ok(Plan::Incremental {
+        base: base.clone(),
+        target_base: target_base.clone(),
+        to: send_to(job, src, Some(base.guid), now)?,
+    })
 }
 
 /// Retention: which of `dataset`'s snapshots to destroy so that the job keeps
@@ -248,7 +309,12 @@ pub fn plan(job: &JobName, source: Side<'_>, target: Side<'_>, now: DateTime<Utc
 /// and snapshots newer than the newest protected one (not yet replicated)
 /// are never chosen. A snapshot someone else holds fails to destroy later,
 /// which the executor reports and skips.
-pub fn retention(job: &JobName, dataset: &Dataset, keep: usize, protect: &[Guid]) -> Vec<SnapshotName> {
+pub fn retention(
+    job: &JobName,
+    dataset: &Dataset,
+    keep: usize,
+    protect: &[Guid],
+) -> Vec<SnapshotName> {
     let own: Vec<&Snapshot> = dataset.snapshots.iter().filter(|s| job.owns(s)).collect();
     let newest_protected_txg = dataset
         .snapshots

@@ -19,13 +19,16 @@ pub fn backoff(failures: u32, interval: Duration) -> Duration {
     let exp = BACKOFF_START.saturating_mul(1u32 << failures.saturating_sub(1).min(10));
     // Retry at least as often as the schedule would have run anyway, and
     // at most every BACKOFF_MAX.
-    exp.min(BACKOFF_MAX.max(interval)).min(BACKOFF_MAX).max(Duration::from_secs(1))
+    exp.min(BACKOFF_MAX.max(interval))
+        .min(BACKOFF_MAX)
+        .max(Duration::from_secs(1))
 }
 
 /// ±5 % of `interval`, from `r` in [0, 1).
 pub fn jitter(interval: Duration, r: f64) -> Duration {
     let span = interval.as_secs_f64() * 0.10;
-    interval.saturating_sub(Duration::from_secs_f64(span / 2.0)) + Duration::from_secs_f64(span * r.clamp(0.0, 1.0))
+    interval.saturating_sub(Duration::from_secs_f64(span / 2.0))
+        + Duration::from_secs_f64(span * r.clamp(0.0, 1.0))
 }
 
 #[derive(Debug, Clone)]
@@ -52,7 +55,11 @@ impl Timetable {
             self.jobs
                 .entry(j.clone())
                 .and_modify(|e| e.interval = *interval)
-                .or_insert(Entry { interval: *interval, next: now, failures: 0 });
+                .or_insert(Entry {
+                    interval: *interval,
+                    next: now,
+                    failures: 0,
+                });
         }
     }
 
@@ -84,7 +91,11 @@ impl Timetable {
 
     /// When the next job is due (None if there are no jobs).
     pub fn next_wakeup(&self) -> Option<Instant> {
-        self.jobs.iter().filter(|(j, _)| !self.running.contains(*j)).map(|(_, e)| e.next).min()
+        self.jobs
+            .iter()
+            .filter(|(j, _)| !self.running.contains(*j))
+            .map(|(_, e)| e.next)
+            .min()
     }
 
     /// Jobs currently running.
@@ -122,7 +133,13 @@ mod tests {
     async fn jobs_never_overlap_themselves_and_follow_interval_and_backoff() {
         let mut t = Timetable::default();
         let now = Instant::now();
-        t.set_jobs(&[(j("a"), Duration::from_secs(60)), (j("b"), Duration::from_secs(60))], now);
+        t.set_jobs(
+            &[
+                (j("a"), Duration::from_secs(60)),
+                (j("b"), Duration::from_secs(60)),
+            ],
+            now,
+        );
         assert_eq!(t.take_due(now), [j("a"), j("b")]);
         // still running: never due again
         tokio::time::advance(Duration::from_secs(300)).await;
@@ -130,16 +147,33 @@ mod tests {
         let now = Instant::now();
         t.finished(&j("a"), true, now, 0.5);
         t.finished(&j("b"), false, now, 0.5);
-        assert_eq!(t.next_wakeup(), Some(now + Duration::from_secs(15)), "b retries after 15 s");
+        assert_eq!(
+            t.next_wakeup(),
+            Some(now + Duration::from_secs(15)),
+            "b retries after 15 s"
+        );
         tokio::time::advance(Duration::from_secs(15)).await;
         assert_eq!(t.take_due(Instant::now()), [j("b")]);
         t.finished(&j("b"), false, Instant::now(), 0.5);
         tokio::time::advance(Duration::from_secs(29)).await;
-        assert!(t.take_due(Instant::now()).is_empty(), "second failure waits 30 s");
+        assert!(
+            t.take_due(Instant::now()).is_empty(),
+            "second failure waits 30 s"
+        );
         tokio::time::advance(Duration::from_secs(16)).await;
-        assert_eq!(t.take_due(Instant::now()), [j("a"), j("b")], "a's minute is up too");
+        assert_eq!(
+            t.take_due(Instant::now()),
+            [j("a"), j("b")],
+            "a's minute is up too"
+        );
         // reload drops b, adds c (due at once)
-        t.set_jobs(&[(j("a"), Duration::from_secs(60)), (j("c"), Duration::from_secs(60))], Instant::now());
+        t.set_jobs(
+            &[
+                (j("a"), Duration::from_secs(60)),
+                (j("c"), Duration::from_secs(60)),
+            ],
+            Instant::now(),
+        );
         assert_eq!(t.take_due(Instant::now()), [j("c")]);
     }
 }

@@ -101,7 +101,10 @@ impl StateStore {
     /// Opens (creating if needed) `dir`, and proves it is writable.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
         let jobs = dir.join("jobs");
-        let derr = |e| StateError::Dir { path: dir.to_owned(), source: e };
+        let derr = |e| StateError::Dir {
+            path: dir.to_owned(),
+            source: e,
+        };
         fs::create_dir_all(&jobs).map_err(derr)?;
         fs::create_dir_all(dir.join("locks")).map_err(derr)?;
         // ssh connection-sharing sockets live here; only root may use them.
@@ -114,7 +117,9 @@ impl StateStore {
         let probe = jobs.join(".write-test");
         fs::write(&probe, b"ok").map_err(derr)?;
         let _ = fs::remove_file(&probe);
-        Ok(Self { dir: dir.to_owned() })
+        Ok(Self {
+            dir: dir.to_owned(),
+        })
     }
 
     /// The directory.
@@ -130,7 +135,9 @@ impl StateStore {
     pub fn load(&self, job: &JobName) -> Result<JobState, StateError> {
         let path = self.path(job);
         match fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| StateError::Corrupt { path, source: e }),
+            Ok(b) => {
+                serde_json::from_slice(&b).map_err(|e| StateError::Corrupt { path, source: e })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(JobState::default()),
             Err(e) => Err(StateError::Io { path, source: e }),
         }
@@ -140,8 +147,14 @@ impl StateStore {
     pub fn save(&self, job: &JobName, st: &JobState) -> Result<(), StateError> {
         let path = self.path(job);
         let tmp = path.with_extension(format!("json.tmp.{}", std::process::id()));
-        let ioerr = |p: &Path, e| StateError::Io { path: p.to_owned(), source: e };
-        let body = serde_json::to_vec_pretty(st).map_err(|e| StateError::Corrupt { path: path.clone(), source: e })?;
+        let ioerr = |p: &Path, e| StateError::Io {
+            path: p.to_owned(),
+            source: e,
+        };
+        let body = serde_json::to_vec_pretty(st).map_err(|e| StateError::Corrupt {
+            path: path.clone(),
+            source: e,
+        })?;
         {
             let mut f = fs::File::create(&tmp).map_err(|e| ioerr(&tmp, e))?;
             f.write_all(&body).map_err(|e| ioerr(&tmp, e))?;
@@ -155,7 +168,11 @@ impl StateStore {
     }
 
     /// Loads, changes and saves the job's state.
-    pub fn update(&self, job: &JobName, f: impl FnOnce(&mut JobState)) -> Result<JobState, StateError> {
+    pub fn update(
+        &self,
+        job: &JobName,
+        f: impl FnOnce(&mut JobState),
+    ) -> Result<JobState, StateError> {
         let mut st = self.load(job)?;
         f(&mut st);
         self.save(job, &st)?;
@@ -173,10 +190,12 @@ mod tests {
         let s = StateStore::open(d.path()).expect("open");
         let j = JobName::parse("j").expect("j");
         assert_eq!(s.load(&j).expect("default"), JobState::default());
-        let st = s.update(&j, |st| {
-            st.last_bytes = 42;
-            st.consecutive_failures = 2;
-        }).expect("update");
+        let st = s
+            .update(&j, |st| {
+                st.last_bytes = 42;
+                st.consecutive_failures = 2;
+            })
+            .expect("update");
         assert_eq!(s.load(&j).expect("load"), st);
         fs::write(d.path().join("jobs/j.json"), b"{not json").expect("write");
         let e = s.load(&j).expect_err("corrupt");

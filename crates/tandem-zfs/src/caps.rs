@@ -106,7 +106,8 @@ mod tests {
 
     #[test]
     fn versions_map_to_capabilities() {
-        let c = Capabilities::from_version_output("zfs-2.1.11-pve1\nzfs-kmod-2.1.11-pve1\n").expect("2.1");
+        let c = Capabilities::from_version_output("zfs-2.1.11-pve1\nzfs-kmod-2.1.11-pve1\n")
+            .expect("2.1");
         assert!(c.resume && c.send_raw && c.written);
         assert_eq!(c.version, "zfs-2.1.11-pve1");
         assert!(Capabilities::from_version_output("unrecognized command 'version'").is_none());

@@ -80,29 +80,58 @@ pub trait Zfs: Send + Sync {
     fn capabilities(&self) -> impl Future<Output = Result<Capabilities, ZfsError>> + Send;
     /// The given datasets, their direct children, and all their snapshots, in
     /// one call. Roots that do not exist are simply absent.
-    fn list(&self, roots: &[DatasetName]) -> impl Future<Output = Result<Listing, ZfsError>> + Send;
+    fn list(&self, roots: &[DatasetName])
+        -> impl Future<Output = Result<Listing, ZfsError>> + Send;
     /// Takes snapshots, atomically in one call where ZFS allows it.
-    fn snapshot(&self, names: &[SnapshotName]) -> impl Future<Output = Result<(), ZfsError>> + Send;
+    fn snapshot(&self, names: &[SnapshotName])
+        -> impl Future<Output = Result<(), ZfsError>> + Send;
     /// Destroys one snapshot (never a dataset: the type makes that impossible).
-    fn destroy_snapshot(&self, name: &SnapshotName) -> impl Future<Output = Result<Changed, ZfsError>> + Send;
+    fn destroy_snapshot(
+        &self,
+        name: &SnapshotName,
+    ) -> impl Future<Output = Result<Changed, ZfsError>> + Send;
     /// `zfs hold`.
-    fn hold(&self, tag: &HoldTag, snap: &SnapshotName) -> impl Future<Output = Result<Changed, ZfsError>> + Send;
+    fn hold(
+        &self,
+        tag: &HoldTag,
+        snap: &SnapshotName,
+    ) -> impl Future<Output = Result<Changed, ZfsError>> + Send;
     /// `zfs release`.
-    fn release(&self, tag: &HoldTag, snap: &SnapshotName) -> impl Future<Output = Result<Changed, ZfsError>> + Send;
+    fn release(
+        &self,
+        tag: &HoldTag,
+        snap: &SnapshotName,
+    ) -> impl Future<Output = Result<Changed, ZfsError>> + Send;
     /// `zfs rollback` to the dataset's newest snapshot (never `-r`).
     fn rollback(&self, snap: &SnapshotName) -> impl Future<Output = Result<(), ZfsError>> + Send;
     /// `zfs set`.
-    fn set_property(&self, ds: &DatasetName, prop: &str, value: &str) -> impl Future<Output = Result<(), ZfsError>> + Send;
+    fn set_property(
+        &self,
+        ds: &DatasetName,
+        prop: &str,
+        value: &str,
+    ) -> impl Future<Output = Result<(), ZfsError>> + Send;
     /// `zfs get` of one property; `None` for `-`.
-    fn get_property(&self, ds: &DatasetName, prop: &str) -> impl Future<Output = Result<Option<String>, ZfsError>> + Send;
+    fn get_property(
+        &self,
+        ds: &DatasetName,
+        prop: &str,
+    ) -> impl Future<Output = Result<Option<String>, ZfsError>> + Send;
     /// Starts `zfs send`; read the stream from the process's stdout.
     fn send(&self, req: &SendRequest) -> impl Future<Output = Result<ZfsProcess, ZfsError>> + Send;
     /// Starts `zfs receive`; write the stream to the process's stdin.
-    fn receive(&self, spec: &RecvSpec) -> impl Future<Output = Result<ZfsProcess, ZfsError>> + Send;
+    fn receive(&self, spec: &RecvSpec)
+        -> impl Future<Output = Result<ZfsProcess, ZfsError>> + Send;
     /// `zfs receive -A`: discards a partial resumable receive.
-    fn receive_abort(&self, ds: &DatasetName) -> impl Future<Output = Result<Changed, ZfsError>> + Send;
+    fn receive_abort(
+        &self,
+        ds: &DatasetName,
+    ) -> impl Future<Output = Result<Changed, ZfsError>> + Send;
     /// `zfs send -nP`: the stream's size, where ZFS can estimate it.
-    fn estimate(&self, req: &SendRequest) -> impl Future<Output = Result<Option<u64>, ZfsError>> + Send;
+    fn estimate(
+        &self,
+        req: &SendRequest,
+    ) -> impl Future<Output = Result<Option<u64>, ZfsError>> + Send;
 }
 
 /// [`Zfs`] through the `zfs` program.
@@ -122,7 +151,13 @@ pub struct CliZfs {
 impl CliZfs {
     /// `zfs` (at path `zfs`) on `node` through `transport`.
     pub fn new(node: &str, transport: Transport, zfs: &str) -> Self {
-        Self { node: node.to_owned(), transport, zfs: zfs.to_owned(), caps: OnceCell::new(), serial: Default::default() }
+        Self {
+            node: node.to_owned(),
+            transport,
+            zfs: zfs.to_owned(),
+            caps: OnceCell::new(),
+            serial: Default::default(),
+        }
     }
 
     /// Serializes pool-changing calls where ZFS needs it (legacy zfs-fuse).
@@ -157,10 +192,19 @@ impl CliZfs {
     }
 
     fn unsupported(&self, caps: &Capabilities, what: &str) -> ZfsError {
-        ZfsError::Unsupported { node: self.node.clone(), what: what.to_owned(), version: caps.version.clone() }
+        ZfsError::Unsupported {
+            node: self.node.clone(),
+            what: what.to_owned(),
+            version: caps.version.clone(),
+        }
     }
 
-    fn send_args(&self, caps: &Capabilities, req: &SendRequest, dry: bool) -> Result<Vec<String>, ZfsError> {
+    fn send_args(
+        &self,
+        caps: &Capabilities,
+        req: &SendRequest,
+        dry: bool,
+    ) -> Result<Vec<String>, ZfsError> {
         let mut a = vec!["send".to_owned()];
         if dry {
             a.push("-nP".into());
@@ -173,7 +217,12 @@ impl CliZfs {
                 a.push("-t".into());
                 a.push(token.clone());
             }
-            SendRequest::Snapshot { snapshot, from, intermediates, flags } => {
+            SendRequest::Snapshot {
+                snapshot,
+                from,
+                intermediates,
+                flags,
+            } => {
                 if flags.raw {
                     if !caps.send_raw {
                         return Err(self.unsupported(caps, "raw sends (send -w)"));
@@ -206,7 +255,10 @@ impl CliZfs {
 }
 
 /// Maps "already so" errors of idempotent operations to [`Changed::Already`].
-fn idempotent(r: Result<String, ZfsError>, already: impl Fn(&ZfsError) -> bool) -> Result<Changed, ZfsError> {
+fn idempotent(
+    r: Result<String, ZfsError>,
+    already: impl Fn(&ZfsError) -> bool,
+) -> Result<Changed, ZfsError> {
     match r {
         Ok(_) => Ok(Changed::Done),
         Err(e) if already(&e) => Ok(Changed::Already),
@@ -235,19 +287,33 @@ impl Zfs for CliZfs {
         if caps.resume {
             props.push("receive_resume_token");
         }
-        let mut args: Vec<String> = ["get", "-H", "-p", "-o", "name,property,value", "-d", "1"].map(String::from).to_vec();
+        let mut args: Vec<String> = ["get", "-H", "-p", "-o", "name,property,value", "-d", "1"]
+            .map(String::from)
+            .to_vec();
         args.push(props.join(","));
         args.extend(roots.iter().map(|r| r.to_string()));
         let inv = self.inv(args);
         let (out, err, code) = inv.output_raw().await?;
         if code != Some(0) {
             // zfs get prints what it can and complains about each missing root.
-            let only_missing = !err.trim().is_empty() && err.lines().filter(|l| !l.trim().is_empty()).all(|l| l.contains("dataset does not exist"));
+            let only_missing = !err.trim().is_empty()
+                && err
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .all(|l| l.contains("dataset does not exist"));
             if !only_missing {
-                return Err(ZfsError::classify(&inv.display(), code, &err, inv.via_ssh()));
+                return Err(ZfsError::classify(
+                    &inv.display(),
+                    code,
+                    &err,
+                    inv.via_ssh(),
+                ));
             }
         }
-        parse_listing(&out).map_err(|e| ZfsError::Parse { cmd: inv.display(), source: e })
+        parse_listing(&out).map_err(|e| ZfsError::Parse {
+            cmd: inv.display(),
+            source: e,
+        })
     }
 
     async fn snapshot(&self, names: &[SnapshotName]) -> Result<(), ZfsError> {
@@ -262,7 +328,9 @@ impl Zfs for CliZfs {
             self.inv(a).output().await?;
         } else {
             for n in names {
-                self.inv(vec!["snapshot".into(), n.to_string()]).output().await?;
+                self.inv(vec!["snapshot".into(), n.to_string()])
+                    .output()
+                    .await?;
             }
         }
         Ok(())
@@ -270,38 +338,81 @@ impl Zfs for CliZfs {
 
     async fn destroy_snapshot(&self, name: &SnapshotName) -> Result<Changed, ZfsError> {
         let _serial = self.serial().await?;
-        idempotent(self.inv(vec!["destroy".into(), name.to_string()]).output().await, ZfsError::is_not_found)
+        idempotent(
+            self.inv(vec!["destroy".into(), name.to_string()])
+                .output()
+                .await,
+            ZfsError::is_not_found,
+        )
     }
 
     async fn hold(&self, tag: &HoldTag, snap: &SnapshotName) -> Result<Changed, ZfsError> {
         let _serial = self.serial().await?;
-        let r = self.inv(vec!["hold".into(), tag.to_string(), snap.to_string()]).output().await;
+        let r = self
+            .inv(vec!["hold".into(), tag.to_string(), snap.to_string()])
+            .output()
+            .await;
         idempotent(r, |e| matches!(e, ZfsError::HoldExists { .. }))
     }
 
     async fn release(&self, tag: &HoldTag, snap: &SnapshotName) -> Result<Changed, ZfsError> {
         let _serial = self.serial().await?;
-        let r = self.inv(vec!["release".into(), tag.to_string(), snap.to_string()]).output().await;
-        idempotent(r, |e| matches!(e, ZfsError::HoldNotFound { .. }) || e.is_not_found())
+        let r = self
+            .inv(vec!["release".into(), tag.to_string(), snap.to_string()])
+            .output()
+            .await;
+        idempotent(r, |e| {
+            matches!(e, ZfsError::HoldNotFound { .. }) || e.is_not_found()
+        })
     }
 
     async fn rollback(&self, snap: &SnapshotName) -> Result<(), ZfsError> {
         let _serial = self.serial().await?;
-        self.inv(vec!["rollback".into(), snap.to_string()]).output().await.map(|_| ())
+        self.inv(vec!["rollback".into(), snap.to_string()])
+            .output()
+            .await
+            .map(|_| ())
     }
 
-    async fn set_property(&self, ds: &DatasetName, prop: &str, value: &str) -> Result<(), ZfsError> {
+    async fn set_property(
+        &self,
+        ds: &DatasetName,
+        prop: &str,
+        value: &str,
+    ) -> Result<(), ZfsError> {
         let _serial = self.serial().await?;
         if prop.contains(':') {
             check_user_property(prop)?;
         } else if !prop.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
-            return Err(crate::name::NameError { input: prop.to_owned(), reason: "not a property name".into() }.into());
+            return Err(crate::name::NameError {
+                input: prop.to_owned(),
+                reason: "not a property name".into(),
+            }
+            .into());
         }
-        self.inv(vec!["set".into(), format!("{prop}={value}"), ds.to_string()]).output().await.map(|_| ())
+        self.inv(vec![
+            "set".into(),
+            format!("{prop}={value}"),
+            ds.to_string(),
+        ])
+        .output()
+        .await
+        .map(|_| ())
     }
 
     async fn get_property(&self, ds: &DatasetName, prop: &str) -> Result<Option<String>, ZfsError> {
-        let out = self.inv(vec!["get".into(), "-H".into(), "-p".into(), "-o".into(), "value".into(), prop.to_owned(), ds.to_string()]).output().await?;
+        let out = self
+            .inv(vec![
+                "get".into(),
+                "-H".into(),
+                "-p".into(),
+                "-o".into(),
+                "value".into(),
+                prop.to_owned(),
+                ds.to_string(),
+            ])
+            .output()
+            .await?;
         let v = out.trim_end_matches('\n').to_owned();
         Ok((v != "-").then_some(v))
     }
@@ -337,7 +448,10 @@ impl Zfs for CliZfs {
                 a.push(k.clone());
             }
         }
-        let target = spec.target.as_ref().ok_or_else(|| crate::name::NameError { input: String::new(), reason: "receive without a target".into() })?;
+        let target = spec.target.as_ref().ok_or_else(|| crate::name::NameError {
+            input: String::new(),
+            reason: "receive without a target".into(),
+        })?;
         a.push(target.to_string());
         let serial = self.serial().await?;
         let mut p = self.inv(a).spawn(Stdio::piped(), Stdio::null())?;
@@ -352,8 +466,15 @@ impl Zfs for CliZfs {
         if !caps.resume {
             return Ok(Changed::Already);
         }
-        let r = self.inv(vec!["receive".into(), "-A".into(), ds.to_string()]).output().await;
-        idempotent(r, |e| e.is_not_found() || e.to_string().contains("does not have any resumable receive state"))
+        let r = self
+            .inv(vec!["receive".into(), "-A".into(), ds.to_string()])
+            .output()
+            .await;
+        idempotent(r, |e| {
+            e.is_not_found()
+                || e.to_string()
+                    .contains("does not have any resumable receive state")
+        })
     }
 
     async fn estimate(&self, req: &SendRequest) -> Result<Option<u64>, ZfsError> {
@@ -364,7 +485,12 @@ impl Zfs for CliZfs {
         let args = self.send_args(caps, req, true)?;
         let (out, err, code) = self.inv(args.clone()).output_raw().await?;
         if code != Some(0) {
-            return Err(ZfsError::classify(&self.inv(args).display(), code, &err, matches!(self.transport, Transport::Ssh(_))));
+            return Err(ZfsError::classify(
+                &self.inv(args).display(),
+                code,
+                &err,
+                matches!(self.transport, Transport::Ssh(_)),
+            ));
         }
         // OpenZFS prints -nP output on stdout (older versions on stderr).
         Ok(parse_send_estimate(&out).or_else(|| parse_send_estimate(&err)))

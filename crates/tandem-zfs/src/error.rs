@@ -177,11 +177,19 @@ impl ZfsError {
             || (has("resume") && (has("does not exist") || has("no longer exists")))
         {
             Self::ResumeTokenStale { cmd, msg }
-        } else if has("dataset does not exist") || has("no such pool") || has("could not find any snapshots") {
+        } else if has("dataset does not exist")
+            || has("no such pool")
+            || has("could not find any snapshots")
+        {
             Self::DatasetNotFound { cmd, msg }
-        } else if has("has been modified") || has("destination has snapshots") || has("must destroy them to overwrite") {
+        } else if has("has been modified")
+            || has("destination has snapshots")
+            || has("must destroy them to overwrite")
+        {
             Self::TargetDiverged { cmd, msg }
-        } else if has("does not match incremental source") || has("not an earlier snapshot from the same fs") {
+        } else if has("does not match incremental source")
+            || has("not an earlier snapshot from the same fs")
+        {
             Self::NoCommonSnapshot { cmd, msg }
         } else if has("destination") && has("exists") {
             Self::TargetExists { cmd, msg }
@@ -189,7 +197,12 @@ impl ZfsError {
             Self::NoSpace { cmd, msg }
         } else if has("is busy") || has("dataset is busy") {
             Self::DatasetBusy { cmd, msg }
-        } else if has("checksum mismatch") || has("invalid stream") || has("failed to read from stream") || has("incomplete stream") || has("invalid backup stream") {
+        } else if has("checksum mismatch")
+            || has("invalid stream")
+            || has("failed to read from stream")
+            || has("incomplete stream")
+            || has("invalid backup stream")
+        {
             Self::StreamCorrupt { cmd, msg }
         } else if has("permission denied") || has("operation not permitted") {
             Self::PermissionDenied { cmd, msg }
@@ -212,21 +225,56 @@ mod tests {
     #[test]
     fn classifies_captured_messages() {
         let c = |s: &str| ZfsError::classify("zfs x", Some(1), s, false);
-        assert!(matches!(c("cannot open 'ta/nope@x': dataset does not exist"), ZfsError::DatasetNotFound { .. }));
-        assert!(matches!(c("cannot destroy 'ta/src@s1': dataset is busy"), ZfsError::DatasetBusy { .. }));
-        assert!(matches!(c("cannot hold 'ta/src@s1': tag already exists on this dataset"), ZfsError::HoldExists { .. }));
-        assert!(matches!(c("cannot release 'tandem_y' from 'ta/src@s1': no such tag on this dataset"), ZfsError::HoldNotFound { .. }));
+        assert!(matches!(
+            c("cannot open 'ta/nope@x': dataset does not exist"),
+            ZfsError::DatasetNotFound { .. }
+        ));
+        assert!(matches!(
+            c("cannot destroy 'ta/src@s1': dataset is busy"),
+            ZfsError::DatasetBusy { .. }
+        ));
+        assert!(matches!(
+            c("cannot hold 'ta/src@s1': tag already exists on this dataset"),
+            ZfsError::HoldExists { .. }
+        ));
+        assert!(matches!(
+            c("cannot release 'tandem_y' from 'ta/src@s1': no such tag on this dataset"),
+            ZfsError::HoldNotFound { .. }
+        ));
         assert!(matches!(c("cannot receive incremental stream: destination tb/dst has been modified\nsince most recent snapshot"), ZfsError::TargetDiverged { .. }));
         assert!(matches!(c("cannot receive new filesystem stream: destination 'tb/dst' exists\nmust specify -F to overwrite it"), ZfsError::TargetExists { .. }));
         assert!(matches!(c("cannot receive incremental stream: most recent snapshot of tb/other does not\nmatch incremental source"), ZfsError::NoCommonSnapshot { .. }));
-        assert!(matches!(c("cannot receive: failed to read from stream"), ZfsError::StreamCorrupt { .. }));
+        assert!(matches!(
+            c("cannot receive: failed to read from stream"),
+            ZfsError::StreamCorrupt { .. }
+        ));
         assert!(matches!(c("cannot receive incremental stream: destination tb/x has snapshots (eg. tb/x@u)\nmust destroy them to overwrite it"), ZfsError::TargetDiverged { .. }));
-        assert!(matches!(c("cannot resume send: 'p/a@s' used in the initial send no longer exists"), ZfsError::ResumeTokenStale { .. }));
-        assert!(matches!(c("cannot resume send: kernel modules must be upgraded to receive this stream."), ZfsError::ResumeTokenStale { .. }));
-        assert!(matches!(c("cannot receive new filesystem stream: out of space"), ZfsError::NoSpace { .. }));
-        assert!(matches!(c("cannot receive: checksum mismatch or incomplete stream"), ZfsError::StreamCorrupt { .. }));
-        assert!(matches!(c("something else entirely"), ZfsError::Failed { code: Some(1), .. }));
-        let e = ZfsError::classify("ssh -p 2 h zfs list", Some(255), "ssh: connect to host h port 2: Connection refused", true);
+        assert!(matches!(
+            c("cannot resume send: 'p/a@s' used in the initial send no longer exists"),
+            ZfsError::ResumeTokenStale { .. }
+        ));
+        assert!(matches!(
+            c("cannot resume send: kernel modules must be upgraded to receive this stream."),
+            ZfsError::ResumeTokenStale { .. }
+        ));
+        assert!(matches!(
+            c("cannot receive new filesystem stream: out of space"),
+            ZfsError::NoSpace { .. }
+        ));
+        assert!(matches!(
+            c("cannot receive: checksum mismatch or incomplete stream"),
+            ZfsError::StreamCorrupt { .. }
+        ));
+        assert!(matches!(
+            c("something else entirely"),
+            ZfsError::Failed { code: Some(1), .. }
+        ));
+        let e = ZfsError::classify(
+            "ssh -p 2 h zfs list",
+            Some(255),
+            "ssh: connect to host h port 2: Connection refused",
+            true,
+        );
         assert!(matches!(e, ZfsError::Ssh { .. }));
         assert!(e.to_string().contains("Connection refused"));
     }

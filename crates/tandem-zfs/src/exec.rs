@@ -48,7 +48,10 @@ pub enum Transport {
 
 /// Quotes one word for a POSIX shell.
 pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&b)) {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&b))
+    {
         return s.to_owned();
     }
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -66,7 +69,12 @@ pub struct Invocation {
 impl Invocation {
     /// `program args...` on `node` through `transport`.
     pub fn new(node: &str, transport: &Transport, program: &str, args: Vec<String>) -> Self {
-        Self { transport: transport.clone(), program: program.to_owned(), args, node: node.to_owned() }
+        Self {
+            transport: transport.clone(),
+            program: program.to_owned(),
+            args,
+            node: node.to_owned(),
+        }
     }
 
     /// The command as an operator would type it, for logs and errors.
@@ -93,7 +101,14 @@ impl Invocation {
             }
             Transport::Ssh(t) => {
                 let mut c = Command::new("ssh");
-                c.args(["-o", "BatchMode=yes", "-o", "ServerAliveInterval=15", "-o", "ConnectTimeout=10"]);
+                c.args([
+                    "-o",
+                    "BatchMode=yes",
+                    "-o",
+                    "ServerAliveInterval=15",
+                    "-o",
+                    "ConnectTimeout=10",
+                ]);
                 if let Some(dir) = &t.control_dir {
                     c.arg("-o").arg("ControlMaster=auto");
                     c.arg("-o").arg(format!("ControlPath={}/%C", dir.display()));
@@ -127,7 +142,11 @@ impl Invocation {
             Transport::Local => self.program.clone(),
             Transport::Ssh(_) => "ssh".to_owned(),
         };
-        ZfsError::Spawn { cmd: self.display(), program, source: e }
+        ZfsError::Spawn {
+            cmd: self.display(),
+            program,
+            source: e,
+        }
     }
 
     /// Runs to completion and returns stdout; a non-zero exit is classified.
@@ -136,7 +155,12 @@ impl Invocation {
         if code == Some(0) {
             Ok(out)
         } else {
-            Err(ZfsError::classify(&self.display(), code, &err, self.via_ssh()))
+            Err(ZfsError::classify(
+                &self.display(),
+                code,
+                &err,
+                self.via_ssh(),
+            ))
         }
     }
 
@@ -158,11 +182,21 @@ impl Invocation {
     /// Starts a streaming child with the given stdin/stdout; stderr is drained.
     pub fn spawn(&self, stdin: Stdio, stdout: Stdio) -> Result<ZfsProcess, ZfsError> {
         let mut cmd = self.command();
-        cmd.stdin(stdin).stdout(stdout).stderr(Stdio::piped()).kill_on_drop(true);
+        cmd.stdin(stdin)
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
         let mut child = cmd.spawn().map_err(|e| self.spawn_err(e))?;
         let stderr = child.stderr.take().map(drain);
         tracing::debug!(cmd = %self.display(), pid = child.id(), "zfs stream started");
-        Ok(ZfsProcess { child, stderr, cmd: self.display(), via_ssh: self.via_ssh(), start: Instant::now(), guard: None })
+        Ok(ZfsProcess {
+            child,
+            stderr,
+            cmd: self.display(),
+            via_ssh: self.via_ssh(),
+            start: Instant::now(),
+            guard: None,
+        })
     }
 }
 
@@ -223,7 +257,10 @@ impl ZfsProcess {
 
     /// Waits for the child; a non-zero exit is classified from its stderr.
     pub async fn wait(mut self) -> Result<(), ZfsError> {
-        let status = self.child.wait().await.map_err(|e| ZfsError::Io { cmd: self.cmd.clone(), source: e })?;
+        let status = self.child.wait().await.map_err(|e| ZfsError::Io {
+            cmd: self.cmd.clone(),
+            source: e,
+        })?;
         let stderr = match self.stderr.take() {
             Some(h) => h.await.unwrap_or_default(),
             None => String::new(),
@@ -232,7 +269,12 @@ impl ZfsProcess {
         if status.success() {
             Ok(())
         } else {
-            Err(ZfsError::classify(&self.cmd, status.code(), &stderr, self.via_ssh))
+            Err(ZfsError::classify(
+                &self.cmd,
+                status.code(),
+                &stderr,
+                self.via_ssh,
+            ))
         }
     }
 }
@@ -253,13 +295,26 @@ mod tests {
 
     #[tokio::test]
     async fn local_invocation_passes_arguments_verbatim() {
-        let inv = Invocation::new("here", &Transport::Local, "printf", vec!["%s|".into(), "a b".into(), "-x".into(), "'q'".into()]);
+        let inv = Invocation::new(
+            "here",
+            &Transport::Local,
+            "printf",
+            vec!["%s|".into(), "a b".into(), "-x".into(), "'q'".into()],
+        );
         assert_eq!(inv.output().await.expect("printf"), "a b|-x|'q'|");
     }
 
     #[tokio::test]
     async fn failures_are_classified_and_name_the_command() {
-        let inv = Invocation::new("here", &Transport::Local, "sh", vec!["-c".into(), "echo \"cannot open 'p/x': dataset does not exist\" >&2; exit 1".into()]);
+        let inv = Invocation::new(
+            "here",
+            &Transport::Local,
+            "sh",
+            vec![
+                "-c".into(),
+                "echo \"cannot open 'p/x': dataset does not exist\" >&2; exit 1".into(),
+            ],
+        );
         let e = inv.output().await.expect_err("fails");
         assert!(e.is_not_found(), "{e}");
         assert!(e.to_string().contains("[here] sh -c"), "{e}");

@@ -27,7 +27,10 @@ pub struct NameError {
 
 impl NameError {
     fn new(input: &str, reason: impl Into<String>) -> Self {
-        Self { input: input.to_owned(), reason: reason.into() }
+        Self {
+            input: input.to_owned(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -38,10 +41,16 @@ fn valid_char(c: char) -> bool {
 /// Checks one component (a dataset path element, a snapshot or bookmark name).
 fn check_component(input: &str, comp: &str, what: &str) -> Result<(), NameError> {
     if comp.is_empty() {
-        return Err(NameError::new(input, format!("empty {what} (two separators in a row, or one at an end)")));
+        return Err(NameError::new(
+            input,
+            format!("empty {what} (two separators in a row, or one at an end)"),
+        ));
     }
     if comp == "." || comp == ".." {
-        return Err(NameError::new(input, format!("{what} {comp:?} is reserved")));
+        return Err(NameError::new(
+            input,
+            format!("{what} {comp:?} is reserved"),
+        ));
     }
     if let Some(bad) = comp.chars().find(|c| !valid_char(*c)) {
         return Err(NameError::new(
@@ -55,19 +64,31 @@ fn check_component(input: &str, comp: &str, what: &str) -> Result<(), NameError>
 fn check_pool(input: &str, pool: &str) -> Result<(), NameError> {
     check_component(input, pool, "pool name")?;
     if !pool.starts_with(|c: char| c.is_ascii_alphabetic()) {
-        return Err(NameError::new(input, "a pool name must start with a letter"));
+        return Err(NameError::new(
+            input,
+            "a pool name must start with a letter",
+        ));
     }
     for reserved in ["mirror", "raidz", "draid"] {
         if pool.starts_with(reserved) {
-            return Err(NameError::new(input, format!("pool names starting with {reserved:?} are reserved")));
+            return Err(NameError::new(
+                input,
+                format!("pool names starting with {reserved:?} are reserved"),
+            ));
         }
     }
     if pool == "spare" || pool == "log" {
-        return Err(NameError::new(input, format!("{pool:?} is a reserved pool name")));
+        return Err(NameError::new(
+            input,
+            format!("{pool:?} is a reserved pool name"),
+        ));
     }
     let b = pool.as_bytes();
     if b.len() >= 2 && b[0] == b'c' && b[1].is_ascii_digit() {
-        return Err(NameError::new(input, "pool names like c0... are reserved for disk names"));
+        return Err(NameError::new(
+            input,
+            "pool names like c0... are reserved for disk names",
+        ));
     }
     Ok(())
 }
@@ -76,7 +97,10 @@ fn check_len(input: &str) -> Result<(), NameError> {
     if input.len() > MAX_NAME_LEN {
         return Err(NameError::new(
             input,
-            format!("{} bytes long, ZFS allows at most {MAX_NAME_LEN}", input.len()),
+            format!(
+                "{} bytes long, ZFS allows at most {MAX_NAME_LEN}",
+                input.len()
+            ),
         ));
     }
     Ok(())
@@ -95,10 +119,16 @@ impl DatasetName {
             return Err(NameError::new(s, "empty name"));
         }
         if s.contains('@') {
-            return Err(NameError::new(s, "a dataset name cannot contain '@' (that is a snapshot)"));
+            return Err(NameError::new(
+                s,
+                "a dataset name cannot contain '@' (that is a snapshot)",
+            ));
         }
         if s.contains('#') {
-            return Err(NameError::new(s, "a dataset name cannot contain '#' (that is a bookmark)"));
+            return Err(NameError::new(
+                s,
+                "a dataset name cannot contain '#' (that is a bookmark)",
+            ));
         }
         let mut parts = s.split('/');
         let pool = parts.next().unwrap_or_default();
@@ -121,12 +151,15 @@ impl DatasetName {
 
     /// The parent dataset, or `None` for a pool's root dataset.
     pub fn parent(&self) -> Option<DatasetName> {
-        self.0.rsplit_once('/').map(|(p, _)| DatasetName(p.to_owned()))
+        self.0
+            .rsplit_once('/')
+            .map(|(p, _)| DatasetName(p.to_owned()))
     }
 
     /// Is `self` equal to `other` or below it in the tree?
     pub fn is_within(&self, other: &DatasetName) -> bool {
-        self.0 == other.0 || (self.0.starts_with(&other.0) && self.0.as_bytes().get(other.0.len()) == Some(&b'/'))
+        self.0 == other.0
+            || (self.0.starts_with(&other.0) && self.0.as_bytes().get(other.0.len()) == Some(&b'/'))
     }
 
     /// The snapshot `self@short`, validated.
@@ -181,7 +214,10 @@ impl SnapshotName {
         }
         let dataset = DatasetName::parse(ds).map_err(|e| NameError::new(s, e.reason))?;
         check_component(s, short, "snapshot name")?;
-        Ok(Self { dataset, short: short.to_owned() })
+        Ok(Self {
+            dataset,
+            short: short.to_owned(),
+        })
     }
 
     /// The dataset part.
@@ -234,7 +270,10 @@ impl HoldTag {
             return Err(NameError::new(s, "a hold tag must not start with '-'"));
         }
         if s.chars().any(|c| c.is_control()) {
-            return Err(NameError::new(s, "a hold tag must not contain control characters"));
+            return Err(NameError::new(
+                s,
+                "a hold tag must not contain control characters",
+            ));
         }
         Ok(Self(s.to_owned()))
     }
@@ -254,13 +293,21 @@ impl fmt::Display for HoldTag {
 /// A user property name (`module:property`), which must contain a colon.
 pub fn check_user_property(name: &str) -> Result<(), NameError> {
     if !name.contains(':') {
-        return Err(NameError::new(name, "a user property name must contain ':'"));
+        return Err(NameError::new(
+            name,
+            "a user property name must contain ':'",
+        ));
     }
     if name.len() > MAX_NAME_LEN || name.starts_with('-') {
         return Err(NameError::new(name, "bad user property name"));
     }
-    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | ':' | '.'))) {
-        return Err(NameError::new(name, format!("character {bad:?} is not allowed in a user property name")));
+    if let Some(bad) = name.chars().find(|c| {
+        !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | ':' | '.'))
+    }) {
+        return Err(NameError::new(
+            name,
+            format!("character {bad:?} is not allowed in a user property name"),
+        ));
     }
     Ok(())
 }
@@ -272,7 +319,15 @@ mod tests {
 
     #[test]
     fn accepts_awkward_legal_names() {
-        for n in ["rpool", "rpool/data/vm-100-disk-0", "tank/-dash", "tank/with space", "tank/a:b", "tank/.hidden", "t/a.b_c-d:e f"] {
+        for n in [
+            "rpool",
+            "rpool/data/vm-100-disk-0",
+            "tank/-dash",
+            "tank/with space",
+            "tank/a:b",
+            "tank/.hidden",
+            "t/a.b_c-d:e f",
+        ] {
             let d = DatasetName::parse(n).expect(n);
             assert_eq!(d.as_str(), n);
         }

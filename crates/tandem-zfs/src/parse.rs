@@ -21,7 +21,14 @@ pub struct ParseError {
 
 /// The properties [`parse_listing`] expects, in the order to ask for them.
 /// `written` and `receive_resume_token` are asked only where supported.
-pub const LISTING_PROPS: &[&str] = &["type", "guid", "createtxg", "creation", "userrefs", "referenced"];
+pub const LISTING_PROPS: &[&str] = &[
+    "type",
+    "guid",
+    "createtxg",
+    "creation",
+    "userrefs",
+    "referenced",
+];
 
 #[derive(Default)]
 struct Raw {
@@ -35,7 +42,12 @@ struct Raw {
     token: Option<String>,
 }
 
-fn num<T: std::str::FromStr>(v: &str, line: usize, text: &str, prop: &str) -> Result<Option<T>, ParseError> {
+fn num<T: std::str::FromStr>(
+    v: &str,
+    line: usize,
+    text: &str,
+    prop: &str,
+) -> Result<Option<T>, ParseError> {
     if v == "-" || v.is_empty() {
         return Ok(None);
     }
@@ -60,7 +72,11 @@ pub fn parse_listing(out: &str) -> Result<Listing, ParseError> {
         }
         let mut f = text.splitn(3, '\t');
         let (Some(name), Some(prop), Some(value)) = (f.next(), f.next(), f.next()) else {
-            return Err(ParseError { line, reason: "expected three tab-separated fields".into(), text: text.into() });
+            return Err(ParseError {
+                line,
+                reason: "expected three tab-separated fields".into(),
+                text: text.into(),
+            });
         };
         let r = raw.entry(name.to_owned()).or_default();
         match prop {
@@ -97,7 +113,11 @@ pub fn parse_listing(out: &str) -> Result<Listing, ParseError> {
             None if name.contains('#') => continue,
             None => DatasetKind::Filesystem,
         };
-        let dname = DatasetName::parse(&name).map_err(|e| ParseError { line: 0, reason: e.to_string(), text: name.clone() })?;
+        let dname = DatasetName::parse(&name).map_err(|e| ParseError {
+            line: 0,
+            reason: e.to_string(),
+            text: name.clone(),
+        })?;
         datasets.insert(
             dname.clone(),
             Dataset {
@@ -112,11 +132,25 @@ pub fn parse_listing(out: &str) -> Result<Listing, ParseError> {
         );
     }
     for (name, r) in snaps {
-        let sname = SnapshotName::parse(&name).map_err(|e| ParseError { line: 0, reason: e.to_string(), text: name.clone() })?;
+        let sname = SnapshotName::parse(&name).map_err(|e| ParseError {
+            line: 0,
+            reason: e.to_string(),
+            text: name.clone(),
+        })?;
         let (Some(guid), Some(createtxg)) = (r.guid, r.createtxg) else {
-            return Err(ParseError { line: 0, reason: "snapshot without guid or createtxg".into(), text: name });
+            return Err(ParseError {
+                line: 0,
+                reason: "snapshot without guid or createtxg".into(),
+                text: name,
+            });
         };
-        let snap = Snapshot { name: sname.clone(), guid: Guid(guid), createtxg, creation: r.creation.unwrap_or(0), userrefs: r.userrefs.unwrap_or(0) };
+        let snap = Snapshot {
+            name: sname.clone(),
+            guid: Guid(guid),
+            createtxg,
+            creation: r.creation.unwrap_or(0),
+            userrefs: r.userrefs.unwrap_or(0),
+        };
         if let Some(ds) = datasets.get_mut(sname.dataset()) {
             ds.snapshots.push(snap);
         }
@@ -132,7 +166,7 @@ pub fn parse_listing(out: &str) -> Result<Listing, ParseError> {
 pub fn parse_version(out: &str) -> Option<(u32, u32, u32)> {
     let first = out.lines().next()?.trim();
     let v = first.strip_prefix("zfs-")?;
-    let mut it = v.split(|c: char| c == '.' || c == '-' || c == '~' || c == '+');
+    let mut it = v.split(['.', '-', '~', '+']);
     let major = it.next()?.parse().ok()?;
     let minor = it.next()?.parse().ok()?;
     let patch = it.next().and_then(|p| p.parse().ok()).unwrap_or(0);
@@ -170,20 +204,31 @@ rpool/data/vm-100-disk-0#a\ttype\tbookmark\nrpool/data/vm-100-disk-0#a\tguid\t7\
     fn parses_zfs_fuse_listing() {
         let l = parse_listing(ZFS_FUSE).expect("parse");
         assert_eq!(l.datasets.len(), 4);
-        let src = l.get(&DatasetName::parse("ta/src").expect("n")).expect("src");
+        let src = l
+            .get(&DatasetName::parse("ta/src").expect("n"))
+            .expect("src");
         assert_eq!(src.snapshots.len(), 2);
         assert_eq!(src.snapshots[0].name.short(), "s1", "sorted by createtxg");
         assert_eq!(src.snapshots[1].guid, Guid(11421187953693000803));
         assert_eq!(src.snapshots[1].userrefs, 1);
         assert_eq!(src.written, None);
-        assert!(l.get(&DatasetName::parse("ta/with space").expect("n")).is_some());
-        assert_eq!(l.get(&DatasetName::parse("ta").expect("n")).expect("ta").referenced, Some(21504));
+        assert!(l
+            .get(&DatasetName::parse("ta/with space").expect("n"))
+            .is_some());
+        assert_eq!(
+            l.get(&DatasetName::parse("ta").expect("n"))
+                .expect("ta")
+                .referenced,
+            Some(21504)
+        );
     }
 
     #[test]
     fn parses_openzfs_listing_with_tokens_and_bookmarks() {
         let l = parse_listing(OPENZFS).expect("parse");
-        let v = l.get(&DatasetName::parse("rpool/data/vm-100-disk-0").expect("n")).expect("vol");
+        let v = l
+            .get(&DatasetName::parse("rpool/data/vm-100-disk-0").expect("n"))
+            .expect("vol");
         assert_eq!(v.kind, DatasetKind::Volume);
         assert_eq!(v.written, Some(8192));
         assert_eq!(v.resume_token.as_deref(), Some("1-e604ea4bf-e0-789c63a2"));
@@ -197,13 +242,22 @@ rpool/data/vm-100-disk-0#a\ttype\tbookmark\nrpool/data/vm-100-disk-0#a\tguid\t7\
         let e = parse_listing("ta\ttype\tfilesystem\nta\tguid\t12.5E\n").expect_err("rounded guid");
         assert_eq!(e.line, 2);
         assert!(e.to_string().contains("guid"));
-        assert!(parse_listing("ta@s\ttype\tsnapshot\n").is_err(), "snapshot without guid");
+        assert!(
+            parse_listing("ta@s\ttype\tsnapshot\n").is_err(),
+            "snapshot without guid"
+        );
     }
 
     #[test]
     fn parses_versions() {
-        assert_eq!(parse_version("zfs-2.1.11-pve1\nzfs-kmod-2.1.11-pve1\n"), Some((2, 1, 11)));
-        assert_eq!(parse_version("zfs-2.3.2-2~bpo12+2\nzfs-kmod-2.3.2-2~bpo12+2\n"), Some((2, 3, 2)));
+        assert_eq!(
+            parse_version("zfs-2.1.11-pve1\nzfs-kmod-2.1.11-pve1\n"),
+            Some((2, 1, 11))
+        );
+        assert_eq!(
+            parse_version("zfs-2.3.2-2~bpo12+2\nzfs-kmod-2.3.2-2~bpo12+2\n"),
+            Some((2, 3, 2))
+        );
         assert_eq!(parse_version("zfs-0.8.6-1\n"), Some((0, 8, 6)));
         assert_eq!(parse_version("unrecognized command 'version'"), None);
     }
@@ -212,7 +266,10 @@ rpool/data/vm-100-disk-0#a\ttype\tbookmark\nrpool/data/vm-100-disk-0#a\tguid\t7\
     fn parses_send_estimate() {
         let out = "incremental\ta\trpool/x@b\t1234\nsize\t1234\n";
         assert_eq!(parse_send_estimate(out), Some(1234));
-        assert_eq!(parse_send_estimate("full\trpool/x@b\t99\nsize\t99\n"), Some(99));
+        assert_eq!(
+            parse_send_estimate("full\trpool/x@b\t99\nsize\t99\n"),
+            Some(99)
+        );
         assert_eq!(parse_send_estimate("nonsense"), None);
     }
 }

@@ -148,7 +148,14 @@ impl Job {
             Direction::Forward => (self.source.clone(), self.target.clone()),
             Direction::Reverse => (self.target.clone(), self.source.clone()),
         };
-        JobSpec { name: self.name.clone(), source, target, keep: self.keep, flags: self.flags, rate_limit: self.rate_limit }
+        JobSpec {
+            name: self.name.clone(),
+            source,
+            target,
+            keep: self.keep,
+            flags: self.flags,
+            rate_limit: self.rate_limit,
+        }
     }
 }
 
@@ -171,7 +178,8 @@ pub struct Config {
 
 /// Parses "1m", "90s", "1h30m".
 pub fn parse_duration(s: &str) -> Result<Duration> {
-    humantime::parse_duration(s.trim()).map_err(|e| anyhow!("{s:?} is not a duration like \"30s\", \"1m\" or \"1h\": {e}"))
+    humantime::parse_duration(s.trim())
+        .map_err(|e| anyhow!("{s:?} is not a duration like \"30s\", \"1m\" or \"1h\": {e}"))
 }
 
 /// Parses a byte rate: an integer, or with K/M/G suffix (powers of 1024).
@@ -192,8 +200,12 @@ pub fn parse_rate(v: &toml::Value) -> Result<u64> {
                 }
                 _ => (s, 1),
             };
-            let n: u64 = num.trim().parse().map_err(|_| anyhow!("{s:?} is not a byte rate like \"0\", \"50M\" or 52428800"))?;
-            n.checked_mul(mult).ok_or_else(|| anyhow!("{s:?} is too large"))
+            let n: u64 = num
+                .trim()
+                .parse()
+                .map_err(|_| anyhow!("{s:?} is not a byte rate like \"0\", \"50M\" or 52428800"))?;
+            n.checked_mul(mult)
+                .ok_or_else(|| anyhow!("{s:?} is too large"))
         }
         other => bail!("{other} is not a byte rate"),
     }
@@ -218,17 +230,32 @@ fn parse_compress(s: &str) -> Result<Compress> {
 }
 
 fn parse_endpoint(s: &str, nodes: &BTreeMap<String, RawNode>) -> Result<Endpoint> {
-    let (node, ds) = s.split_once(':').ok_or_else(|| anyhow!("{s:?} must be NODE:DATASET"))?;
+    let (node, ds) = s
+        .split_once(':')
+        .ok_or_else(|| anyhow!("{s:?} must be NODE:DATASET"))?;
     if !nodes.contains_key(node) {
         let known: Vec<&str> = nodes.keys().map(String::as_str).collect();
-        bail!("node {node:?} is not defined in [nodes] (known: {})", if known.is_empty() { "none".into() } else { known.join(", ") });
+        bail!(
+            "node {node:?} is not defined in [nodes] (known: {})",
+            if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            }
+        );
     }
     let dataset = DatasetName::parse(ds)?;
-    Ok(Endpoint { node: node.to_owned(), dataset })
+    Ok(Endpoint {
+        node: node.to_owned(),
+        dataset,
+    })
 }
 
 fn hostname() -> String {
-    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 impl Config {
@@ -241,27 +268,37 @@ impl Config {
 
     /// Reads and validates the file.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
         Self::parse(&text, path)
     }
 
     /// Validates config text; `path` is used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
         let mut errors = Vec::new();
         let mut nodes = BTreeMap::new();
         let local_node = raw.local_node.clone().unwrap_or_else(hostname);
         for (name, n) in &raw.nodes {
             let key = format!("nodes.{name}");
             if name.is_empty() || name.contains(':') || name.contains('/') {
-                errors.push(format!("[{key}]: node names must not be empty or contain ':' or '/'"));
+                errors.push(format!(
+                    "[{key}]: node names must not be empty or contain ':' or '/'"
+                ));
                 continue;
             }
             let transport = if n.address == "local" || *name == local_node {
                 Transport::Local
             } else {
-                if n.address.is_empty() || n.address.starts_with('-') || n.address.contains(char::is_whitespace) {
-                    errors.push(format!("[{key}] address {:?} is not a host name or address", n.address));
+                if n.address.is_empty()
+                    || n.address.starts_with('-')
+                    || n.address.contains(char::is_whitespace)
+                {
+                    errors.push(format!(
+                        "[{key}] address {:?} is not a host name or address",
+                        n.address
+                    ));
                     continue;
                 }
                 Transport::Ssh(SshTarget {
@@ -276,7 +313,13 @@ impl Config {
             if n.zfs_path.is_empty() {
                 errors.push(format!("[{key}] zfs_path is empty"));
             }
-            nodes.insert(name.clone(), Node { transport, zfs_path: n.zfs_path.clone() });
+            nodes.insert(
+                name.clone(),
+                Node {
+                    transport,
+                    zfs_path: n.zfs_path.clone(),
+                },
+            );
         }
         let mut jobs = BTreeMap::new();
         let mut targets: BTreeMap<String, String> = BTreeMap::new();
@@ -295,47 +338,103 @@ impl Config {
                         errors.push(format!("[{key}] {field} is missing (NODE:DATASET)"));
                         None
                     }
-                    Some(s) => parse_endpoint(s, &raw.nodes).map_err(|e| errors.push(format!("[{key}] {field}: {e}"))).ok(),
+                    Some(s) => parse_endpoint(s, &raw.nodes)
+                        .map_err(|e| errors.push(format!("[{key}] {field}: {e}")))
+                        .ok(),
                 }
             };
             let source = endpoint("source", &j.source);
             let target = endpoint("target", &j.target);
-            let interval = parse_duration(&j.interval).map_err(|e| errors.push(format!("[{key}] interval: {e}"))).ok();
+            let interval = parse_duration(&j.interval)
+                .map_err(|e| errors.push(format!("[{key}] interval: {e}")))
+                .ok();
             if interval.is_some_and(|i| i < Duration::from_secs(1)) {
                 errors.push(format!("[{key}] interval must be at least 1s"));
             }
             if !(1..=10_000).contains(&j.keep) {
                 errors.push(format!("[{key}] keep = {} must be between 1 and 10000 (the newest common snapshot is always kept)", j.keep));
             }
-            let compress = parse_compress(&j.compress).map_err(|e| errors.push(format!("[{key}] compress: {e}"))).ok();
-            let rate = parse_rate(&j.rate_limit).map_err(|e| errors.push(format!("[{key}] rate_limit: {e}"))).ok();
-            let (Some(source), Some(target), Some(interval), Some(compress), Some(rate_limit)) = (source, target, interval, compress, rate) else {
+            let compress = parse_compress(&j.compress)
+                .map_err(|e| errors.push(format!("[{key}] compress: {e}")))
+                .ok();
+            let rate = parse_rate(&j.rate_limit)
+                .map_err(|e| errors.push(format!("[{key}] rate_limit: {e}")))
+                .ok();
+            let (Some(source), Some(target), Some(interval), Some(compress), Some(rate_limit)) =
+                (source, target, interval, compress, rate)
+            else {
                 continue;
             };
-            if source.node == target.node && (source.dataset.is_within(&target.dataset) || target.dataset.is_within(&source.dataset)) {
-                errors.push(format!("[{key}] source {source} and target {target} overlap"));
+            if source.node == target.node
+                && (source.dataset.is_within(&target.dataset)
+                    || target.dataset.is_within(&source.dataset))
+            {
+                errors.push(format!(
+                    "[{key}] source {source} and target {target} overlap"
+                ));
                 continue;
             }
             if let Some(other) = targets.insert(target.to_string(), name.clone()) {
-                errors.push(format!("[{key}] target {target} is also the target of job {other}"));
+                errors.push(format!(
+                    "[{key}] target {target} is also the target of job {other}"
+                ));
             }
-            let flags = SendFlags { raw: j.raw, compressed: j.compressed, large_blocks: j.large_blocks, embedded: j.embedded };
-            jobs.insert(jname.clone(), Job { name: jname, source, target, interval, keep: j.keep as usize, compress, rate_limit, enabled: j.enabled, flags });
+            let flags = SendFlags {
+                raw: j.raw,
+                compressed: j.compressed,
+                large_blocks: j.large_blocks,
+                embedded: j.embedded,
+            };
+            jobs.insert(
+                jname.clone(),
+                Job {
+                    name: jname,
+                    source,
+                    target,
+                    interval,
+                    keep: j.keep as usize,
+                    compress,
+                    rate_limit,
+                    enabled: j.enabled,
+                    flags,
+                },
+            );
         }
         if !errors.is_empty() {
-            bail!("{}: invalid configuration:\n  - {}", path.display(), errors.join("\n  - "));
+            bail!(
+                "{}: invalid configuration:\n  - {}",
+                path.display(),
+                errors.join("\n  - ")
+            );
         }
-        Ok(Config { path: path.to_owned(), state_dir: raw.state_dir, local_node, parallel: raw.parallel.unwrap_or(4).clamp(1, 64), nodes, jobs })
+        Ok(Config {
+            path: path.to_owned(),
+            state_dir: raw.state_dir,
+            local_node,
+            parallel: raw.parallel.unwrap_or(4).clamp(1, 64),
+            nodes,
+            jobs,
+        })
     }
 
     /// A `zfs` backend per node.
     pub fn backends(&self) -> BTreeMap<String, CliZfs> {
-        self.nodes.iter().map(|(n, node)| (n.clone(), CliZfs::new(n, node.transport.clone(), &node.zfs_path))).collect()
+        self.nodes
+            .iter()
+            .map(|(n, node)| {
+                (
+                    n.clone(),
+                    CliZfs::new(n, node.transport.clone(), &node.zfs_path),
+                )
+            })
+            .collect()
     }
 
     /// Is this node this machine?
     pub fn is_local(&self, node: &str) -> bool {
-        self.nodes.get(node).is_some_and(|n| matches!(n.transport, Transport::Local))
+        self.nodes
+            .get(node)
+            .is_some_and(|n| matches!(n.transport, Transport::Local))
     }
 
     /// The named jobs, or all enabled jobs if `names` is empty.
@@ -346,9 +445,20 @@ impl Config {
         names
             .iter()
             .map(|n| {
-                JobName::parse(n).ok().and_then(|j| self.jobs.get(&j)).ok_or_else(|| {
-                    anyhow!("{}: no job named {n:?} (jobs: {})", self.path.display(), self.jobs.keys().map(|k| k.as_str()).collect::<Vec<_>>().join(", "))
-                })
+                JobName::parse(n)
+                    .ok()
+                    .and_then(|j| self.jobs.get(&j))
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "{}: no job named {n:?} (jobs: {})",
+                            self.path.display(),
+                            self.jobs
+                                .keys()
+                                .map(|k| k.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    })
             })
             .collect()
     }
@@ -379,7 +489,10 @@ rate_limit = "50M"
 "#;
 
     fn err(text: &str) -> String {
-        format!("{:#}", Config::parse(text, Path::new("/etc/t.toml")).expect_err("invalid"))
+        format!(
+            "{:#}",
+            Config::parse(text, Path::new("/etc/t.toml")).expect_err("invalid")
+        )
     }
 
     #[test]
@@ -399,7 +512,10 @@ rate_limit = "50M"
         let e = err(&GOOD.replace("keep = 3", "keep = 3\nbogus = 1"));
         assert!(e.contains("bogus"), "{e}");
         let e = err(&GOOD.replace("oracle:rpool", "nosuch:rpool"));
-        assert!(e.contains("[jobs.vm-1001] source") && e.contains("\"nosuch\""), "{e}");
+        assert!(
+            e.contains("[jobs.vm-1001] source") && e.contains("\"nosuch\""),
+            "{e}"
+        );
         let e = err(&GOOD.replace("vm-1001-disk-0\"\ntarget", "vm*1\"\ntarget"));
         assert!(e.contains("vm*1") && e.contains("'*'"), "{e}");
         let e = err(&GOOD.replace("source = \"oracle:rpool/data/vm-1001-disk-0\"\n", ""));
@@ -421,7 +537,10 @@ rate_limit = "50M"
     #[test]
     fn rates_and_durations() {
         assert_eq!(parse_rate(&toml::Value::Integer(5)).expect("int"), 5);
-        assert_eq!(parse_rate(&toml::Value::String("2K".into())).expect("k"), 2048);
+        assert_eq!(
+            parse_rate(&toml::Value::String("2K".into())).expect("k"),
+            2048
+        );
         assert!(parse_rate(&toml::Value::String("-1".into())).is_err());
         assert_eq!(parse_duration("90s").expect("d"), Duration::from_secs(90));
     }

@@ -82,13 +82,20 @@ fn init_logging(verbose: u8, daemon: bool) {
         _ => "debug",
     };
     let filter = EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, matches!(cli.command, Command::Daemon));
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tandem: cannot start the async runtime: {e}");
@@ -98,7 +105,11 @@ fn main() -> ExitCode {
     let path = config::Config::path_from(cli.config.as_deref());
     let result = rt.block_on(async {
         match cli.command {
-            Command::Run { jobs, no_wait, json } => cmd::run::run(&path, &jobs, no_wait, json).await,
+            Command::Run {
+                jobs,
+                no_wait,
+                json,
+            } => cmd::run::run(&path, &jobs, no_wait, json).await,
             Command::Daemon => cmd::daemon::daemon(&path).await,
             Command::Status { json } => cmd::status::status(&path, json).await,
             Command::Plan { jobs, json } => cmd::run::plan(&path, &jobs, json).await,

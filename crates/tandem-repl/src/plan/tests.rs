@@ -11,7 +11,13 @@ fn ds(name: &str, snaps: &[(&str, u64, u64)], written: Option<u64>) -> Dataset {
         guid: Guid(1),
         snapshots: snaps
             .iter()
-            .map(|(s, g, txg)| Snapshot { name: n.snapshot(s).expect("snap"), guid: Guid(*g), createtxg: *txg, creation: 0, userrefs: 0 })
+            .map(|(s, g, txg)| Snapshot {
+                name: n.snapshot(s).expect("snap"),
+                guid: Guid(*g),
+                createtxg: *txg,
+                creation: 0,
+                userrefs: 0,
+            })
             .collect(),
         resume_token: None,
         written,
@@ -20,7 +26,9 @@ fn ds(name: &str, snaps: &[(&str, u64, u64)], written: Option<u64>) -> Dataset {
 }
 
 fn now() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).single().expect("time")
+    Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0)
+        .single()
+        .expect("time")
 }
 
 fn job() -> JobName {
@@ -30,30 +38,53 @@ fn job() -> JobName {
 fn run(src: Option<&Dataset>, tgt: Option<&Dataset>) -> Plan {
     let sn = DatasetName::parse("a/src").expect("n");
     let tn = DatasetName::parse("b/dst").expect("n");
-    plan(&job(), Side { dataset: src, name: &sn }, Side { dataset: tgt, name: &tn }, now()).expect("plan")
+    plan(
+        &job(),
+        Side {
+            dataset: src,
+            name: &sn,
+        },
+        Side {
+            dataset: tgt,
+            name: &tn,
+        },
+        now(),
+    )
+    .expect("plan")
 }
 
 #[test]
 fn full_when_target_missing() {
     let s = ds("a/src", &[("u1", 5, 10)], None);
     match run(Some(&s), None) {
-        Plan::Full { to: SendTo::Create { snapshot } } => assert_eq!(snapshot.to_string(), "a/src@tandem_j_20261121T120000Z"),
+        Plan::Full {
+            to: SendTo::Create { snapshot },
+        } => assert_eq!(snapshot.to_string(), "a/src@tandem_j_20261121T120000Z"),
         p => panic!("{p:?}"),
     }
 }
 
 #[test]
 fn source_missing_is_a_conflict() {
-    assert!(matches!(run(None, None), Plan::Conflict(Conflict::SourceMissing { .. })));
+    assert!(matches!(
+        run(None, None),
+        Plan::Conflict(Conflict::SourceMissing { .. })
+    ));
 }
 
 #[test]
 fn incremental_base_is_matched_by_guid_not_name() {
     // The target renamed the common snapshot; a same-named one has another GUID.
-    let s = ds("a/src", &[("tandem_j_20261121T110000Z", 7, 10), ("x", 8, 20)], None);
+    let s = ds(
+        "a/src",
+        &[("tandem_j_20261121T110000Z", 7, 10), ("x", 8, 20)],
+        None,
+    );
     let t = ds("b/dst", &[("renamed", 7, 3)], Some(0));
     match run(Some(&s), Some(&t)) {
-        Plan::Incremental { base, target_base, .. } => {
+        Plan::Incremental {
+            base, target_base, ..
+        } => {
             assert_eq!(base.guid, Guid(7));
             assert_eq!(target_base.name.short(), "renamed");
         }
@@ -77,9 +108,15 @@ fn same_name_other_guid_is_no_common_snapshot() {
 #[test]
 fn target_snapshot_after_base_is_divergence() {
     let s = ds("a/src", &[("tandem_j_20261121T110000Z", 7, 10)], None);
-    let t = ds("b/dst", &[("tandem_j_20261121T110000Z", 7, 3), ("mine", 50, 9)], None);
+    let t = ds(
+        "b/dst",
+        &[("tandem_j_20261121T110000Z", 7, 3), ("mine", 50, 9)],
+        None,
+    );
     match run(Some(&s), Some(&t)) {
-        Plan::Conflict(c @ Conflict::TargetDiverged { .. }) => assert!(c.to_string().contains("b/dst@mine"), "{c}"),
+        Plan::Conflict(c @ Conflict::TargetDiverged { .. }) => {
+            assert!(c.to_string().contains("b/dst@mine"), "{c}")
+        }
         p => panic!("{p:?}"),
     }
 }
@@ -88,7 +125,13 @@ fn target_snapshot_after_base_is_divergence() {
 fn target_writes_are_divergence_where_written_is_known() {
     let s = ds("a/src", &[("tandem_j_20261121T110000Z", 7, 10)], Some(0));
     let t = ds("b/dst", &[("tandem_j_20261121T110000Z", 7, 3)], Some(4096));
-    assert!(matches!(run(Some(&s), Some(&t)), Plan::Conflict(Conflict::TargetDiverged { written: Some(4096), .. })));
+    assert!(matches!(
+        run(Some(&s), Some(&t)),
+        Plan::Conflict(Conflict::TargetDiverged {
+            written: Some(4096),
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -98,15 +141,31 @@ fn up_to_date_only_when_written_is_known_zero() {
     assert!(matches!(run(Some(&s), Some(&t)), Plan::UpToDate { .. }));
     // zfs-fuse: written unknown, so snapshot and send (an empty increment).
     let s = ds("a/src", &[("tandem_j_20261121T110000Z", 7, 10)], None);
-    assert!(matches!(run(Some(&s), Some(&t)), Plan::Incremental { to: SendTo::Create { .. }, .. }));
+    assert!(matches!(
+        run(Some(&s), Some(&t)),
+        Plan::Incremental {
+            to: SendTo::Create { .. },
+            ..
+        }
+    ));
 }
 
 #[test]
 fn unsent_own_snapshot_is_reused() {
-    let s = ds("a/src", &[("tandem_j_20261121T110000Z", 7, 10), ("tandem_j_20261121T115900Z", 8, 12)], Some(0));
+    let s = ds(
+        "a/src",
+        &[
+            ("tandem_j_20261121T110000Z", 7, 10),
+            ("tandem_j_20261121T115900Z", 8, 12),
+        ],
+        Some(0),
+    );
     let t = ds("b/dst", &[("tandem_j_20261121T110000Z", 7, 3)], Some(0));
     match run(Some(&s), Some(&t)) {
-        Plan::Incremental { to: SendTo::Existing { snapshot }, .. } => assert_eq!(snapshot.short(), "tandem_j_20261121T115900Z"),
+        Plan::Incremental {
+            to: SendTo::Existing { snapshot },
+            ..
+        } => assert_eq!(snapshot.short(), "tandem_j_20261121T115900Z"),
         p => panic!("{p:?}"),
     }
 }
@@ -116,15 +175,34 @@ fn new_names_never_collide_within_a_second() {
     let s = ds("a/src", &[("tandem_j_20261121T120000Z", 7, 10)], None);
     let t = ds("b/dst", &[("tandem_j_20261121T120000Z", 7, 3)], None);
     match run(Some(&s), Some(&t)) {
-        Plan::Incremental { to: SendTo::Create { snapshot }, .. } => assert_eq!(snapshot.short(), "tandem_j_20261121T120001Z"),
+        Plan::Incremental {
+            to: SendTo::Create { snapshot },
+            ..
+        } => assert_eq!(snapshot.short(), "tandem_j_20261121T120001Z"),
         p => panic!("{p:?}"),
     }
     // the same, half a second later
     let sn = DatasetName::parse("a/src").expect("n");
     let tn = DatasetName::parse("b/dst").expect("n");
     let later = now() + chrono::Duration::milliseconds(500);
-    match plan(&job(), Side { dataset: Some(&s), name: &sn }, Side { dataset: Some(&t), name: &tn }, later).expect("plan") {
-        Plan::Incremental { to: SendTo::Create { snapshot }, .. } => assert_eq!(snapshot.short(), "tandem_j_20261121T120001Z"),
+    match plan(
+        &job(),
+        Side {
+            dataset: Some(&s),
+            name: &sn,
+        },
+        Side {
+            dataset: Some(&t),
+            name: &tn,
+        },
+        later,
+    )
+    .expect("plan")
+    {
+        Plan::Incremental {
+            to: SendTo::Create { snapshot },
+            ..
+        } => assert_eq!(snapshot.short(), "tandem_j_20261121T120001Z"),
         p => panic!("{p:?}"),
     }
 }
@@ -134,7 +212,12 @@ fn resume_token_wins() {
     let s = ds("a/src", &[("s", 7, 10)], None);
     let mut t = ds("b/dst", &[], None);
     t.resume_token = Some("1-abc".into());
-    assert_eq!(run(Some(&s), Some(&t)), Plan::Resume { token: "1-abc".into() });
+    assert_eq!(
+        run(Some(&s), Some(&t)),
+        Plan::Resume {
+            token: "1-abc".into()
+        }
+    );
 }
 
 #[test]
@@ -151,11 +234,20 @@ fn retention_keeps_newest_own_and_protected() {
         None,
     );
     let gone = retention(&job(), &d, 2, &[Guid(5)]);
-    assert_eq!(gone.iter().map(|s| s.short()).collect::<Vec<_>>(), ["tandem_j_20261121T100000Z"]);
-    assert!(retention(&job(), &d, 2, &[]).is_empty(), "no known common snapshot: prune nothing");
+    assert_eq!(
+        gone.iter().map(|s| s.short()).collect::<Vec<_>>(),
+        ["tandem_j_20261121T100000Z"]
+    );
+    assert!(
+        retention(&job(), &d, 2, &[]).is_empty(),
+        "no known common snapshot: prune nothing"
+    );
     // The protected one survives even with keep = 1 when it is not the newest.
     let gone = retention(&job(), &d, 1, &[Guid(3)]);
-    assert_eq!(gone.iter().map(|s| s.short()).collect::<Vec<_>>(), ["tandem_j_20261121T100000Z"]);
+    assert_eq!(
+        gone.iter().map(|s| s.short()).collect::<Vec<_>>(),
+        ["tandem_j_20261121T100000Z"]
+    );
 }
 
 // ---- property tests over random histories ----
@@ -197,39 +289,69 @@ impl World {
     fn snap(&mut self, on_target: bool, short: &str) {
         self.txg += 1;
         self.guid += 1;
-        let d = if on_target { self.tgt.as_mut() } else { Some(&mut self.src) };
+        let d = if on_target {
+            self.tgt.as_mut()
+        } else {
+            Some(&mut self.src)
+        };
         if let Some(d) = d {
             if d.by_short(short).is_some() {
                 return;
             }
             let name = d.name.snapshot(short).expect("snap");
-            d.snapshots.push(Snapshot { name, guid: Guid(self.guid), createtxg: self.txg, creation: 0, userrefs: 0 });
+            d.snapshots.push(Snapshot {
+                name,
+                guid: Guid(self.guid),
+                createtxg: self.txg,
+                creation: 0,
+                userrefs: 0,
+            });
             d.written = Some(0);
         }
     }
 
     fn newest_common_guid(&self) -> Option<Guid> {
-        self.tgt.as_ref().and_then(|t| newest_common(&self.src, t)).map(|(s, _)| s.guid)
+        self.tgt
+            .as_ref()
+            .and_then(|t| newest_common(&self.src, t))
+            .map(|(s, _)| s.guid)
     }
 }
 
 fn check_plan(w: &World, p: &Plan) -> Result<(), TestCaseError> {
     match p {
-        Plan::Incremental { base, target_base, to } => {
+        Plan::Incremental {
+            base,
+            target_base,
+            to,
+        } => {
             let t = w.tgt.as_ref().expect("incremental needs a target");
             prop_assert_eq!(base.guid, target_base.guid);
             prop_assert!(w.src.by_guid(base.guid).is_some());
             prop_assert!(t.by_guid(base.guid).is_some());
-            prop_assert_eq!(Some(base.guid), w.newest_common_guid(), "base must be the newest common snapshot");
-            prop_assert!(!t.snapshots.iter().any(|s| s.createtxg > target_base.createtxg), "target has nothing after the base");
+            prop_assert_eq!(
+                Some(base.guid),
+                w.newest_common_guid(),
+                "base must be the newest common snapshot"
+            );
+            prop_assert!(
+                !t.snapshots
+                    .iter()
+                    .any(|s| s.createtxg > target_base.createtxg),
+                "target has nothing after the base"
+            );
             if let SendTo::Existing { snapshot } = to {
                 prop_assert!(job().parse_own(snapshot.short()).is_some());
             }
         }
         Plan::Full { .. } => prop_assert!(w.tgt.is_none()),
         Plan::UpToDate { common } => prop_assert_eq!(Some(common.guid), w.newest_common_guid()),
-        Plan::Conflict(Conflict::NoCommonSnapshot { .. }) => prop_assert!(w.newest_common_guid().is_none()),
-        Plan::Conflict(Conflict::TargetDiverged { .. }) => prop_assert!(w.newest_common_guid().is_some()),
+        Plan::Conflict(Conflict::NoCommonSnapshot { .. }) => {
+            prop_assert!(w.newest_common_guid().is_none())
+        }
+        Plan::Conflict(Conflict::TargetDiverged { .. }) => {
+            prop_assert!(w.newest_common_guid().is_some())
+        }
         Plan::Conflict(Conflict::SourceMissing { .. }) | Plan::Resume { .. } => {}
     }
     Ok(())
@@ -244,7 +366,11 @@ fn apply(w: &mut World, p: &Plan, keep: usize) -> Result<(), TestCaseError> {
     if let SendTo::Create { snapshot } = &to {
         w.snap(false, snapshot.short());
     }
-    let to_snap = w.src.by_short(to.snapshot().short()).cloned().expect("send-to exists on source");
+    let to_snap = w
+        .src
+        .by_short(to.snapshot().short())
+        .cloned()
+        .expect("send-to exists on source");
     let sent: Vec<Snapshot> = w
         .src
         .snapshots
@@ -257,22 +383,39 @@ fn apply(w: &mut World, p: &Plan, keep: usize) -> Result<(), TestCaseError> {
     let t = w.tgt.get_or_insert_with(|| ds("b/dst", &[], Some(0)));
     for s in sent {
         w.txg += 1;
-        t.snapshots.push(Snapshot { name: s.name.on(&tname).expect("n"), createtxg: w.txg, ..s });
+        t.snapshots.push(Snapshot {
+            name: s.name.on(&tname).expect("n"),
+            createtxg: w.txg,
+            ..s
+        });
     }
     t.written = Some(0);
     // retention on both sides, protecting the new common snapshot
     let protect = [to_snap.guid];
     for victim in retention(&job(), &w.src, keep, &protect) {
-        prop_assert!(job().parse_own(victim.short()).is_some(), "only own snapshots are pruned");
+        prop_assert!(
+            job().parse_own(victim.short()).is_some(),
+            "only own snapshots are pruned"
+        );
         prop_assert!(w.src.by_short(victim.short()).map(|s| s.guid) != Some(to_snap.guid));
         w.src.snapshots.retain(|s| s.name != victim);
     }
     let t = w.tgt.as_mut().expect("target");
     for victim in retention(&job(), t, keep, &protect) {
-        prop_assert!(job().parse_own(victim.short()).is_some(), "only own snapshots are pruned");
+        prop_assert!(
+            job().parse_own(victim.short()).is_some(),
+            "only own snapshots are pruned"
+        );
         t.snapshots.retain(|s| s.name != victim);
     }
-    prop_assert!(w.src.by_guid(to_snap.guid).is_some() && w.tgt.as_ref().and_then(|t| t.by_guid(to_snap.guid)).is_some(), "newest common survives retention");
+    prop_assert!(
+        w.src.by_guid(to_snap.guid).is_some()
+            && w.tgt
+                .as_ref()
+                .and_then(|t| t.by_guid(to_snap.guid))
+                .is_some(),
+        "newest common survives retention"
+    );
     Ok(())
 }
 

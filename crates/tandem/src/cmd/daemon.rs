@@ -36,7 +36,12 @@ fn schedule(cfg: &Config, store: &StateStore) -> Vec<(JobName, Duration)> {
     cfg.jobs
         .values()
         .filter(|j| j.enabled)
-        .filter(|j| store.load(&j.name).map(|st| cfg.is_local(&j.spec(&st).source.node)).unwrap_or(false))
+        .filter(|j| {
+            store
+                .load(&j.name)
+                .map(|st| cfg.is_local(&j.spec(&st).source.node))
+                .unwrap_or(false)
+        })
         .map(|j| (j.name.clone(), j.interval))
         .collect()
 }
@@ -44,12 +49,18 @@ fn schedule(cfg: &Config, store: &StateStore) -> Vec<(JobName, Duration)> {
 /// The daemon's main loop.
 pub async fn daemon(path: &Path) -> Result<ExitCode> {
     let (cfg, store) = load(path)?;
-    let mut cur = Loaded { nodes: Arc::new(cfg.backends()), cfg };
+    let mut cur = Loaded {
+        nodes: Arc::new(cfg.backends()),
+        cfg,
+    };
     let mut tt = Timetable::default();
     let jobs = schedule(&cur.cfg, &store);
     tracing::info!(config = %path.display(), jobs = jobs.len(), node = %cur.cfg.local_node, "tandem daemon started");
     if jobs.is_empty() {
-        tracing::warn!("no enabled job has this node ({}) as its source; nothing to do until a reload", cur.cfg.local_node);
+        tracing::warn!(
+            "no enabled job has this node ({}) as its source; nothing to do until a reload",
+            cur.cfg.local_node
+        );
     }
     tt.set_jobs(&jobs, Instant::now());
 
@@ -70,7 +81,11 @@ pub async fn daemon(path: &Path) -> Result<ExitCode> {
             let nodes = cur.nodes.clone();
             let store = store.clone();
             let tx = done_tx.clone();
-            let opts = CycleOptions { lock_wait: Duration::ZERO, me: me("daemon"), parallel: cur.cfg.parallel };
+            let opts = CycleOptions {
+                lock_wait: Duration::ZERO,
+                me: me("daemon"),
+                parallel: cur.cfg.parallel,
+            };
             let due_names = due.clone();
             tasks.spawn(async move {
                 let reports = run_cycle(&*nodes, &specs, &store, &opts).await;
@@ -86,7 +101,9 @@ pub async fn daemon(path: &Path) -> Result<ExitCode> {
                 }
             });
         }
-        let wake = tt.next_wakeup().unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let wake = tt
+            .next_wakeup()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             _ = tokio::time::sleep_until(wake) => {}
             Some((job, ok)) = done_rx.recv() => tt.finished(&job, ok, Instant::now(), fastrand::f64()),

@@ -20,23 +20,46 @@ use crate::config::Config;
 const TEMPLATE: &str = include_str!("../demo.toml");
 
 async fn sh(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program).args(args).output().await.with_context(|| format!("cannot run {program}"))?;
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .await
+        .with_context(|| format!("cannot run {program}"))?;
     if !out.status.success() {
-        bail!("{program} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 async fn mountpoint(ds: &str) -> Result<PathBuf> {
-    Ok(PathBuf::from(sh("zfs", &["get", "-H", "-o", "value", "mountpoint", ds]).await?.trim()))
+    Ok(PathBuf::from(
+        sh("zfs", &["get", "-H", "-o", "value", "mountpoint", ds])
+            .await?
+            .trim(),
+    ))
 }
 
 fn write_data(dir: &Path, cycle: u32) -> Result<String> {
     let mut rng = fastrand::Rng::with_seed(u64::from(cycle) + 7);
     let size = 2 << 20;
-    let data: Vec<u8> = (0..size).map(|i| if i % 3 == 0 { rng.u8(..) } else { (i % 251) as u8 }).collect();
+    let data: Vec<u8> = (0..size)
+        .map(|i| {
+            if i % 3 == 0 {
+                rng.u8(..)
+            } else {
+                (i % 251) as u8
+            }
+        })
+        .collect();
     std::fs::write(dir.join(format!("disk-chunk-{cycle}.bin")), &data)?;
-    std::fs::write(dir.join("journal.log"), format!("cycle {cycle}: wrote {size} bytes\n").repeat(cycle as usize + 1))?;
+    std::fs::write(
+        dir.join("journal.log"),
+        format!("cycle {cycle}: wrote {size} bytes\n").repeat(cycle as usize + 1),
+    )?;
     let mut what = format!("wrote disk-chunk-{cycle}.bin (2 MiB), rewrote journal.log");
     if cycle == 3 {
         std::fs::remove_file(dir.join("disk-chunk-1.bin"))?;
@@ -49,12 +72,22 @@ fn write_data(dir: &Path, cycle: u32) -> Result<String> {
 pub fn same_tree(a: &Path, b: &Path) -> Result<(usize, u64)> {
     let mut files = 0;
     let mut total = 0;
-    let mut names_a: Vec<_> = std::fs::read_dir(a)?.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
-    let mut names_b: Vec<_> = std::fs::read_dir(b)?.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    let mut names_a: Vec<_> = std::fs::read_dir(a)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
+    let mut names_b: Vec<_> = std::fs::read_dir(b)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
     names_a.sort();
     names_b.sort();
     if names_a != names_b {
-        bail!("{} and {} list different files: {names_a:?} vs {names_b:?}", a.display(), b.display());
+        bail!(
+            "{} and {} list different files: {names_a:?} vs {names_b:?}",
+            a.display(),
+            b.display()
+        );
     }
     for n in names_a {
         let (pa, pb) = (a.join(&n), b.join(&n));
@@ -88,7 +121,10 @@ pub async fn demo(cycles: u32, keep: bool, dir: Option<PathBuf>) -> Result<ExitC
     let (src_pool, dst_pool) = (format!("tdemo{id}a"), format!("tdemo{id}b"));
     let result = run_demo(cycles, &dir, &src_pool, &dst_pool).await;
     if keep {
-        println!("\nkept: pools {src_pool} and {dst_pool}, files in {}", dir.display());
+        println!(
+            "\nkept: pools {src_pool} and {dst_pool}, files in {}",
+            dir.display()
+        );
     } else {
         for p in [&src_pool, &dst_pool] {
             // a just-used pool can be "busy" for a moment on zfs-fuse
@@ -100,7 +136,10 @@ pub async fn demo(cycles: u32, keep: bool, dir: Option<PathBuf>) -> Result<ExitC
             }
         }
         let _ = std::fs::remove_dir_all(&dir);
-        println!("\ncleaned up: destroyed pools {src_pool} and {dst_pool}, removed {}", dir.display());
+        println!(
+            "\ncleaned up: destroyed pools {src_pool} and {dst_pool}, removed {}",
+            dir.display()
+        );
     }
     result
 }
@@ -113,21 +152,44 @@ async fn run_demo(cycles: u32, dir: &Path, src_pool: &str, dst_pool: &str) -> Re
         sh("zpool", &["create", "-f", p, &img.to_string_lossy()]).await?;
         println!("created pool {p} on {} (256 MiB file)", img.display());
     }
-    sh("zfs", &["create", "-p", &format!("{src_pool}/data/vm-100-disk-0")]).await?;
+    sh(
+        "zfs",
+        &["create", "-p", &format!("{src_pool}/data/vm-100-disk-0")],
+    )
+    .await?;
     sh("zfs", &["create", &format!("{dst_pool}/replica")]).await?;
-    let text = TEMPLATE.replace("@DIR@", &dir.to_string_lossy()).replace("@SRC@", src_pool).replace("@DST@", dst_pool);
+    let text = TEMPLATE
+        .replace("@DIR@", &dir.to_string_lossy())
+        .replace("@SRC@", src_pool)
+        .replace("@DST@", dst_pool);
     let cfg_path = dir.join("tandem.toml");
     std::fs::write(&cfg_path, &text)?;
-    println!("config {} (embedded default):\n{}", cfg_path.display(), text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"));
+    println!(
+        "config {} (embedded default):\n{}",
+        cfg_path.display(),
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 
     let cfg = Config::parse(&text, &cfg_path)?;
     let store = StateStore::open(&cfg.state_dir)?;
     let nodes = cfg.backends();
-    let job = cfg.jobs.values().next().context("the demo config has a job")?;
+    let job = cfg
+        .jobs
+        .values()
+        .next()
+        .context("the demo config has a job")?;
     let spec = job.spec(&store.load(&job.name)?);
     let src_ds = spec.source.dataset.to_string();
     let src_dir = mountpoint(&src_ds).await?;
-    let opts = CycleOptions { lock_wait: Duration::from_secs(10), me: me("demo"), parallel: 1 };
+    let opts = CycleOptions {
+        lock_wait: Duration::from_secs(10),
+        me: me("demo"),
+        parallel: 1,
+    };
 
     for cycle in 1..=cycles.max(1) {
         let what = write_data(&src_dir, cycle)?;
@@ -143,17 +205,32 @@ async fn run_demo(cycles: u32, dir: &Path, src_pool: &str, dst_pool: &str) -> Re
         let (s, t) = (&nodes[&spec.source.node], &nodes[&spec.target.node]);
         let sl = s.list(std::slice::from_ref(&spec.source.dataset)).await?;
         let tl = t.list(std::slice::from_ref(&spec.target.dataset)).await?;
-        let sn = sl.get(&spec.source.dataset).and_then(|d| d.newest()).context("source has a snapshot")?;
-        let tn = tl.get(&spec.target.dataset).and_then(|d| d.newest()).context("target has a snapshot")?;
+        let sn = sl
+            .get(&spec.source.dataset)
+            .and_then(|d| d.newest())
+            .context("source has a snapshot")?;
+        let tn = tl
+            .get(&spec.target.dataset)
+            .and_then(|d| d.newest())
+            .context("target has a snapshot")?;
         if sn.guid != tn.guid {
-            bail!("GUID mismatch: {} {} vs {} {}", sn.name, sn.guid, tn.name, tn.guid);
+            bail!(
+                "GUID mismatch: {} {} vs {} {}",
+                sn.name,
+                sn.guid,
+                tn.name,
+                tn.guid
+            );
         }
         let dst_dir = mountpoint(spec.target.dataset.as_str()).await?;
         // zfs-fuse leaves the kernel's page cache of a received filesystem
         // stale; drop it so the comparison reads what ZFS holds.
         let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
         let (files, bytes) = same_tree(&src_dir, &dst_dir)?;
-        let own = |d: Option<&tandem_zfs::Dataset>| d.map(|d| d.snapshots.iter().filter(|x| job.name.owns(x)).count()).unwrap_or(0);
+        let own = |d: Option<&tandem_zfs::Dataset>| {
+            d.map(|d| d.snapshots.iter().filter(|x| job.name.owns(x)).count())
+                .unwrap_or(0)
+        };
         println!(
             "   verified: newest snapshot GUID {} on both sides; {files} files, {bytes} bytes identical; job snapshots kept: {} / {} (keep = {})",
             sn.guid,
@@ -163,12 +240,20 @@ async fn run_demo(cycles: u32, dir: &Path, src_pool: &str, dst_pool: &str) -> Re
         );
     }
     // Check what matters rather than the property (zfs-fuse misreports it).
-    let probe = mountpoint(spec.target.dataset.as_str()).await?.join(".tandem-write-test");
+    let probe = mountpoint(spec.target.dataset.as_str())
+        .await?
+        .join(".tandem-write-test");
     match std::fs::write(&probe, b"x") {
-        Err(e) => println!("\nreplica {} is read-only: writing to it fails ({e})", spec.target),
+        Err(e) => println!(
+            "\nreplica {} is read-only: writing to it fails ({e})",
+            spec.target
+        ),
         Ok(()) => {
             let _ = std::fs::remove_file(&probe);
-            bail!("the replica {} is writable; it should be readonly=on", spec.target);
+            bail!(
+                "the replica {} is writable; it should be readonly=on",
+                spec.target
+            );
         }
     }
     println!("\n$ tandem --config {} status", cfg_path.display());

@@ -15,8 +15,13 @@ use crate::config::Config;
 /// Loads the config and opens its state directory.
 pub fn load(path: &Path) -> Result<(Config, StateStore)> {
     let cfg = Config::load(path)?;
-    let store = StateStore::open(&cfg.state_dir)
-        .with_context(|| format!("{}: state_dir {} is not usable", cfg.path.display(), cfg.state_dir.display()))?;
+    let store = StateStore::open(&cfg.state_dir).with_context(|| {
+        format!(
+            "{}: state_dir {} is not usable",
+            cfg.path.display(),
+            cfg.state_dir.display()
+        )
+    })?;
     Ok((cfg, store))
 }
 

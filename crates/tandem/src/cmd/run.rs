@@ -41,9 +41,27 @@ pub fn report_line(r: &JobReport, spec: Option<&JobSpec>) -> String {
         Ok(o) => {
             let what = o.plans.join("+");
             let mut s = match (&o.sent, spec) {
-                (Some(sent), Some(spec)) => format!("{:<12} {}:{} -> {}:{}  {} in {secs:.2}s", what, spec.source.node, sent, spec.target.node, spec.target.dataset, bytes(o.bytes)),
+                (Some(sent), Some(spec)) => format!(
+                    "{:<12} {}:{} -> {}:{}  {} in {secs:.2}s",
+                    what,
+                    spec.source.node,
+                    sent,
+                    spec.target.node,
+                    spec.target.dataset,
+                    bytes(o.bytes)
+                ),
                 _ => {
-                    let c = o.common.as_ref().map(|c| format!("common {} (lag {})", c.source, age((Utc::now() - c.created).num_seconds()))).unwrap_or_default();
+                    let c = o
+                        .common
+                        .as_ref()
+                        .map(|c| {
+                            format!(
+                                "common {} (lag {})",
+                                c.source,
+                                age((Utc::now() - c.created).num_seconds())
+                            )
+                        })
+                        .unwrap_or_default();
                     format!("{what:<12} {c}")
                 }
             };
@@ -63,9 +81,20 @@ pub fn report_line(r: &JobReport, spec: Option<&JobSpec>) -> String {
 pub async fn run(path: &Path, names: &[String], no_wait: bool, json: bool) -> Result<ExitCode> {
     let (cfg, store) = load(path)?;
     let jobs = cfg.select(names)?;
-    let specs: Vec<JobSpec> = jobs.iter().map(|j| store.load(&j.name).map(|st| j.spec(&st))).collect::<Result<_, _>>()?;
+    let specs: Vec<JobSpec> = jobs
+        .iter()
+        .map(|j| store.load(&j.name).map(|st| j.spec(&st)))
+        .collect::<Result<_, _>>()?;
     let nodes = cfg.backends();
-    let opts = CycleOptions { lock_wait: if no_wait { Duration::ZERO } else { RUN_LOCK_WAIT }, me: me("run"), parallel: cfg.parallel };
+    let opts = CycleOptions {
+        lock_wait: if no_wait {
+            Duration::ZERO
+        } else {
+            RUN_LOCK_WAIT
+        },
+        me: me("run"),
+        parallel: cfg.parallel,
+    };
     let reports = run_cycle(&nodes, &specs, &store, &opts).await;
     let failed = reports.iter().filter(|r| r.result.is_err()).count();
     if json {
@@ -76,7 +105,11 @@ pub async fn run(path: &Path, names: &[String], no_wait: bool, json: bool) -> Re
             println!("{}", report_line(r, specs.iter().find(|s| s.name == r.job)));
         }
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// `tandem plan [JOB...]`: plans and size estimates, changing nothing.
@@ -88,11 +121,21 @@ pub async fn plan(path: &Path, names: &[String], json: bool) -> Result<ExitCode>
     let mut bad = 0;
     for j in jobs {
         let spec = j.spec(&store.load(&j.name)?);
-        let (Some(src), Some(tgt)) = (nodes.get(&spec.source.node), nodes.get(&spec.target.node)) else {
+        let (Some(src), Some(tgt)) = (nodes.get(&spec.source.node), nodes.get(&spec.target.node))
+        else {
             continue;
         };
-        let ex = Executor { job: &spec, src, tgt, progress: std::sync::Arc::new(Progress::default()), previous_common: None };
-        let lists = tokio::join!(src.list(std::slice::from_ref(&spec.source.dataset)), tgt.list(std::slice::from_ref(&spec.target.dataset)));
+        let ex = Executor {
+            job: &spec,
+            src,
+            tgt,
+            progress: std::sync::Arc::new(Progress::default()),
+            previous_common: None,
+        };
+        let lists = tokio::join!(
+            src.list(std::slice::from_ref(&spec.source.dataset)),
+            tgt.list(std::slice::from_ref(&spec.target.dataset))
+        );
         let row = match lists {
             (Ok(sl), Ok(tl)) => match ex.plan(&sl, &tl, Utc::now()) {
                 Ok(p) => {
@@ -131,17 +174,34 @@ pub async fn plan(path: &Path, names: &[String], json: bool) -> Result<ExitCode>
             println!("{job:<16} {}  [{est}]", r["summary"].as_str().unwrap_or(""));
         }
     }
-    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn summary(p: &Plan) -> String {
     match p {
         Plan::Full { to } => format!("full send of {} (new target)", to.snapshot()),
-        Plan::Incremental { base, target_base, to } => {
+        Plan::Incremental {
+            base,
+            target_base,
+            to,
+        } => {
             if base.name.short() == target_base.name.short() {
-                format!("incremental {} -> {}", base.name.short(), to.snapshot().short())
+                format!(
+                    "incremental {} -> {}",
+                    base.name.short(),
+                    to.snapshot().short()
+                )
             } else {
-                format!("incremental {} (on target: {}) -> {}", base.name.short(), target_base.name.short(), to.snapshot().short())
+                format!(
+                    "incremental {} (on target: {}) -> {}",
+                    base.name.short(),
+                    target_base.name.short(),
+                    to.snapshot().short()
+                )
             }
         }
         Plan::Resume { .. } => "resume the interrupted receive from its token".into(),
@@ -150,7 +210,12 @@ fn summary(p: &Plan) -> String {
     }
 }
 
-async fn estimate<S: Zfs, T: Zfs>(ex: &Executor<'_, S, T>, src: &S, p: &Plan, sl: &tandem_zfs::Listing) -> Option<u64> {
+async fn estimate<S: Zfs, T: Zfs>(
+    ex: &Executor<'_, S, T>,
+    src: &S,
+    p: &Plan,
+    sl: &tandem_zfs::Listing,
+) -> Option<u64> {
     let ds = sl.get(&ex.job.source.dataset);
     match p {
         // The snapshot does not exist yet: estimate from what exists.
@@ -162,12 +227,23 @@ async fn estimate<S: Zfs, T: Zfs>(ex: &Executor<'_, S, T>, src: &S, p: &Plan, sl
                 if newest.guid == base.guid {
                     return Some(w);
                 }
-                let req = tandem_zfs::SendRequest::Snapshot { snapshot: newest.name.clone(), from: Some(base.name.clone()), intermediates: true, flags: ex.job.flags };
+                let req = tandem_zfs::SendRequest::Snapshot {
+                    snapshot: newest.name.clone(),
+                    from: Some(base.name.clone()),
+                    intermediates: true,
+                    flags: ex.job.flags,
+                };
                 return src.estimate(&req).await.ok().flatten().map(|n| n + w);
             }
             None
         }
-        Plan::Resume { token } => src.estimate(&tandem_zfs::SendRequest::Resume { token: token.clone() }).await.ok().flatten(),
+        Plan::Resume { token } => src
+            .estimate(&tandem_zfs::SendRequest::Resume {
+                token: token.clone(),
+            })
+            .await
+            .ok()
+            .flatten(),
         _ => Some(0),
     }
 }

@@ -70,7 +70,10 @@ pub async fn status(path: &Path, json: bool) -> Result<ExitCode> {
             state: state.into(),
             last_success: st.last_success.map(|t| t.to_rfc3339()),
             last_attempt: st.last_attempt.map(|t| t.to_rfc3339()),
-            lag_seconds: st.common.as_ref().map(|c| (now - c.created).num_seconds().max(0)),
+            lag_seconds: st
+                .common
+                .as_ref()
+                .map(|c| (now - c.created).num_seconds().max(0)),
             common_snapshot: st.common.as_ref().map(|c| c.source.to_string()),
             common_guid: st.common.as_ref().map(|c| c.guid.0),
             last_plan: st.last_plan.clone(),
@@ -83,9 +86,17 @@ pub async fn status(path: &Path, json: bool) -> Result<ExitCode> {
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        println!("{:<16} {:<9} {:<8} {:<10} {:<10} {}", "JOB", "STATE", "LAG", "LAST-OK", "LAST-SENT", "SOURCE -> TARGET");
+        println!(
+            "{:<16} {:<9} {:<8} {:<10} {:<10} SOURCE -> TARGET",
+            "JOB", "STATE", "LAG", "LAST-OK", "LAST-SENT"
+        );
         for r in &rows {
-            let last_ok = r.last_success.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| format!("{} ago", age((now - t.with_timezone(&Utc)).num_seconds()))).unwrap_or_else(|| "-".into());
+            let last_ok = r
+                .last_success
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| format!("{} ago", age((now - t.with_timezone(&Utc)).num_seconds())))
+                .unwrap_or_else(|| "-".into());
             println!(
                 "{:<16} {:<9} {:<8} {:<10} {:<10} {} -> {}",
                 r.job,

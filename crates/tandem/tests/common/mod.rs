@@ -18,8 +18,17 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 /// Runs a command, panicking with its stderr if it fails.
 pub fn cmd(program: &str, args: &[&str]) -> String {
     // Bounded: a wedged ZFS fails the test instead of hanging it.
-    let out = Command::new("timeout").arg("120").arg(program).args(args).output().unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    assert!(out.status.success(), "{program} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -30,12 +39,21 @@ pub fn zfs(args: &[&str]) -> String {
 
 /// `zfs ARGS`, may fail.
 pub fn zfs_try(args: &[&str]) -> Output {
-    Command::new("timeout").arg("120").arg("zfs").args(args).output().unwrap()
+    Command::new("timeout")
+        .arg("120")
+        .arg("zfs")
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 /// Is there a working ZFS? Skips (returns false) or fails per the environment.
 pub fn zfs_available() -> bool {
-    let ok = Command::new("zpool").arg("list").output().map(|o| o.status.success()).unwrap_or(false);
+    let ok = Command::new("zpool")
+        .arg("list")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !ok {
         assert!(std::env::var_os("TANDEM_TEST_REQUIRE_ZFS").is_none(), "ZFS is required (TANDEM_TEST_REQUIRE_ZFS) but `zpool list` fails: run scripts/setup.sh");
         eprintln!("SKIP: no working ZFS (`zpool list` fails); run scripts/setup.sh zfs");
@@ -45,12 +63,17 @@ pub fn zfs_available() -> bool {
 
 /// The loopback sshd from scripts/setup.sh, if configured: (port, key).
 pub fn ssh_target() -> Option<(u16, PathBuf)> {
-    let port = std::env::var("TANDEM_TEST_SSH_PORT").ok().and_then(|p| p.parse().ok());
+    let port = std::env::var("TANDEM_TEST_SSH_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok());
     let key = std::env::var_os("TANDEM_TEST_SSH_KEY").map(PathBuf::from);
     match (port, key) {
         (Some(p), Some(k)) if k.exists() => Some((p, k)),
         _ => {
-            assert!(std::env::var_os("TANDEM_TEST_REQUIRE_ZFS").is_none(), "sshd is required in CI: TANDEM_TEST_SSH_PORT/TANDEM_TEST_SSH_KEY unset");
+            assert!(
+                std::env::var_os("TANDEM_TEST_REQUIRE_ZFS").is_none(),
+                "sshd is required in CI: TANDEM_TEST_SSH_PORT/TANDEM_TEST_SSH_KEY unset"
+            );
             eprintln!("SKIP: no test sshd (set TANDEM_TEST_SSH_PORT and TANDEM_TEST_SSH_KEY, see scripts/setup.sh)");
             None
         }
@@ -70,7 +93,10 @@ impl Pool {
         let dir = std::env::temp_dir().join(format!("tandem-test-{name}"));
         std::fs::create_dir_all(&dir).unwrap();
         let img = dir.join("pool.img");
-        std::fs::File::create(&img).unwrap().set_len(384 << 20).unwrap();
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(384 << 20)
+            .unwrap();
         cmd("zpool", &["create", "-f", &name, img.to_str().unwrap()]);
         Pool { name, dir }
     }
@@ -84,11 +110,19 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         if std::env::var_os("TANDEM_KEEP_POOLS").is_some() {
-            eprintln!("TANDEM_KEEP_POOLS: kept pool {} ({})", self.name, self.dir.display());
+            eprintln!(
+                "TANDEM_KEEP_POOLS: kept pool {} ({})",
+                self.name,
+                self.dir.display()
+            );
             return;
         }
         for _ in 0..10 {
-            let ok = Command::new("zpool").args(["destroy", "-f", &self.name]).output().map(|o| o.status.success()).unwrap_or(false);
+            let ok = Command::new("zpool")
+                .args(["destroy", "-f", &self.name])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
             if ok {
                 break;
             }
@@ -105,7 +139,17 @@ pub fn mnt(ds: &str) -> PathBuf {
 
 /// (short name, guid) of every snapshot of `ds`, oldest first.
 pub fn snaps(ds: &str) -> Vec<(String, u64)> {
-    let out = zfs(&["get", "-H", "-p", "-o", "name,property,value", "-d", "1", "guid,createtxg", ds]);
+    let out = zfs(&[
+        "get",
+        "-H",
+        "-p",
+        "-o",
+        "name,property,value",
+        "-d",
+        "1",
+        "guid,createtxg",
+        ds,
+    ]);
     let mut m: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
     for l in out.lines() {
         let f: Vec<&str> = l.split('\t').collect();
@@ -125,12 +169,17 @@ pub fn snaps(ds: &str) -> Vec<(String, u64)> {
 
 /// Does the dataset exist?
 pub fn exists(ds: &str) -> bool {
-    zfs_try(&["get", "-H", "-o", "value", "type", ds]).status.success()
+    zfs_try(&["get", "-H", "-o", "value", "type", ds])
+        .status
+        .success()
 }
 
 /// Writes `len` pseudo-random (incompressible) bytes.
 pub fn write_random(path: &Path, len: usize, seed: u64) {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
     let mut v = Vec::with_capacity(len);
     while v.len() < len {
         x ^= x << 13;
@@ -144,17 +193,34 @@ pub fn write_random(path: &Path, len: usize, seed: u64) {
 
 /// Asserts that two trees hold the same files with the same bytes.
 pub fn assert_same_tree(a: &Path, b: &Path) {
-    let mut na: Vec<_> = std::fs::read_dir(a).unwrap().map(|e| e.unwrap().file_name()).collect();
-    let mut nb: Vec<_> = std::fs::read_dir(b).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let mut na: Vec<_> = std::fs::read_dir(a)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let mut nb: Vec<_> = std::fs::read_dir(b)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     na.sort();
     nb.sort();
-    assert_eq!(na, nb, "file lists differ: {} vs {}", a.display(), b.display());
+    assert_eq!(
+        na,
+        nb,
+        "file lists differ: {} vs {}",
+        a.display(),
+        b.display()
+    );
     for n in na {
         let (pa, pb) = (a.join(&n), b.join(&n));
         if pa.is_dir() {
             assert_same_tree(&pa, &pb);
         } else {
-            assert!(std::fs::read(&pa).unwrap() == std::fs::read(&pb).unwrap(), "{} differs from {}", pa.display(), pb.display());
+            assert!(
+                std::fs::read(&pa).unwrap() == std::fs::read(&pb).unwrap(),
+                "{} differs from {}",
+                pa.display(),
+                pb.display()
+            );
         }
     }
 }
@@ -223,16 +289,30 @@ impl Env {
     /// `tandem run JOB`, which must succeed; returns stdout.
     pub fn run_ok(&self, job: &str) -> String {
         let o = self.tandem(&["run", job]);
-        let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        assert!(o.status.success(), "tandem run {job} failed ({:?}):\nstdout: {out}\nstderr: {err}", self.via);
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+        );
+        assert!(
+            o.status.success(),
+            "tandem run {job} failed ({:?}):\nstdout: {out}\nstderr: {err}",
+            self.via
+        );
         out.into_owned()
     }
 
     /// `tandem run JOB`, which must fail; returns stdout + stderr.
     pub fn run_fails(&self, job: &str) -> String {
         let o = self.tandem(&["run", job]);
-        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        assert!(!o.status.success(), "tandem run {job} should have failed:\n{text}");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            !o.status.success(),
+            "tandem run {job} should have failed:\n{text}"
+        );
         text
     }
 }
@@ -256,7 +336,11 @@ pub fn assert_replica(src: &str, dst: &str) {
     drop_caches();
     let (s, d) = (snaps(src), snaps(dst));
     let (sn, dn) = (s.last().unwrap(), d.last().unwrap());
-    assert_eq!(sn.1, dn.1, "newest snapshot GUIDs differ: {src}@{} vs {dst}@{}", sn.0, dn.0);
+    assert_eq!(
+        sn.1, dn.1,
+        "newest snapshot GUIDs differ: {src}@{} vs {dst}@{}",
+        sn.0, dn.0
+    );
     assert_same_tree(&mnt(src), &mnt(dst));
 }
 
