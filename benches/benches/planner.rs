@@ -1,8 +1,8 @@
 //! Parse + plan + retention over a dataset with many snapshots: the pure
+//! work of one no-change cycle per job.
 
 // criterion_group! generates an undocumented function.
 #![allow(missing_docs)]
-//! work of one no-change cycle per job.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tandem_repl::naming::JobName;
