@@ -191,10 +191,18 @@ impl Lab {
     }
 
     /// [`Lab::acquire`] for tests: on [`Error::Unavailable`] prints `SKIP <test>: <reason>` and
-    /// returns `None`; any other error panics (a broken lab must not pass silently).
+    /// returns `None`; any other error panics (a broken lab must not pass silently). With
+    /// `TANDEM_LAB_REQUIRE=1` (set by `scripts/test.sh`, so CI) an unavailable lab panics too.
     pub fn acquire_or_skip(test: &str) -> Option<Lab> {
         match Lab::acquire() {
             Ok(lab) => Some(lab),
+            Err(Error::Unavailable(reason))
+                if std::env::var_os("TANDEM_LAB_REQUIRE").is_some_and(|v| v == "1") =>
+            {
+                panic!(
+                    "{test}: the lab is required (TANDEM_LAB_REQUIRE=1) but unavailable: {reason}"
+                )
+            }
             Err(Error::Unavailable(reason)) => {
                 eprintln!("SKIP {test}: {reason}");
                 None
