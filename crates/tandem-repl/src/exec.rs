@@ -280,7 +280,9 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
                     (sl, tl) = self.list_both().await?;
                 }
                 Plan::Full { to } | Plan::Incremental { to, .. } => {
-                    let first = matches!(p, Plan::Full { .. });
+                    // First success of this job (also after a crash between a
+                    // full receive and recording it): make the replica read-only.
+                    let first = matches!(p, Plan::Full { .. }) || self.previous_common.is_none();
                     if let SendTo::Create { snapshot } = to {
                         self.src
                             .snapshot(std::slice::from_ref(snapshot))
