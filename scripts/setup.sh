@@ -8,7 +8,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-env_dir=${TANDEM_TEST_ENV:-$here/target/test-env}
+# One test environment per machine, shared by every checkout (CI clones too).
+env_dir=${TANDEM_TEST_ENV:-/var/tmp/tandem-test-env}
 ssh_port=${TANDEM_TEST_SSH_PORT:-2222}
 want=${*:-zfs sshd}
 
@@ -78,6 +79,15 @@ MaxSessions 64
 MaxStartups 64:30:128
 SetEnv PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 CONF
+  ssh_ok() {
+    ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
+      -o ConnectTimeout=5 -i "$d/client_ed25519" -p "$ssh_port" root@127.0.0.1 true 2>/dev/null
+  }
+  if ! ssh_ok; then
+    # An sshd of an older test environment may hold the port: replace it.
+    as_root pkill -f "sshd -f .*test-env.*sshd_config" || true
+    sleep 0.5
+  fi
   if [ -f "$d/sshd.pid" ] && kill -0 "$(cat "$d/sshd.pid")" 2>/dev/null; then
     :
   else
@@ -86,8 +96,7 @@ CONF
     as_root /usr/sbin/sshd -f "$d/sshd_config"
   fi
   for _ in $(seq 1 50); do
-    if ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
-        -i "$d/client_ed25519" -p "$ssh_port" root@127.0.0.1 true 2>/dev/null; then
+    if ssh_ok; then
       echo "setup: sshd is up (key $d/client_ed25519)"; return 0
     fi
     sleep 0.2

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 t0=$(date +%s)
 bash scripts/setup.sh zfs sshd
 export TANDEM_TEST_SSH_PORT=${TANDEM_TEST_SSH_PORT:-2222}
-export TANDEM_TEST_SSH_KEY=${TANDEM_TEST_SSH_KEY:-$PWD/target/test-env/ssh/client_ed25519}
+export TANDEM_TEST_SSH_KEY=${TANDEM_TEST_SSH_KEY:-${TANDEM_TEST_ENV:-/var/tmp/tandem-test-env}/ssh/client_ed25519}
 export TANDEM_TEST_REQUIRE_ZFS=1   # a missing ZFS or sshd fails the tests instead of skipping them
 
 echo "== cargo fmt --check"
