@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 pub mod frame;
+pub mod pipeline;
 
 pub use frame::{
     decode_payload, encode_frame, encode_trailer, parse_header, Compression, FrameError,
