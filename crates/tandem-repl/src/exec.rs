@@ -329,8 +329,9 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
             resumable,
             ..RecvSpec::default()
         };
-        let mut send = self.src.send(req).await.map_err(zerr(sn))?;
-        let mut recv = match self.tgt.receive(&spec).await {
+        let send = self.src.send(req).await.map_err(zerr(sn))?;
+        let (from, mut send) = (send.reader, send.handle);
+        let recv = match self.tgt.receive(&spec).await {
             Ok(r) => r,
             Err(e) => {
                 send.kill();
@@ -338,11 +339,7 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
                 return Err(zerr(tn)(e));
             }
         };
-        let (Some(from), Some(to)) = (send.take_stdout(), recv.take_stdin()) else {
-            send.kill();
-            recv.kill();
-            return Err(ReplError::TooManyRounds(self.job.name.to_string()));
-        };
+        let (to, mut recv) = (recv.writer, recv.handle);
         tracing::info!(job = %self.job.name, send = %send.cmd(), recv = %recv.cmd(), "transfer started");
         let copied = pipe::copy(from, to, self.job.rate_limit, self.progress.clone()).await;
         match copied {
@@ -365,6 +362,7 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
             }
             Err(e @ PipeError::Read { .. }) => {
                 let s = send.wait().await;
+                recv.kill();
                 let _ = recv.wait().await;
                 s.map_err(zerr(sn))?;
                 Err(ReplError::Pipe {

@@ -7,10 +7,11 @@ use tokio::sync::OnceCell;
 
 use crate::caps::Capabilities;
 use crate::error::ZfsError;
-use crate::exec::{Invocation, Transport, ZfsProcess};
+use crate::exec::{Invocation, Transport};
 use crate::model::Listing;
 use crate::name::{check_user_property, DatasetName, HoldTag, SnapshotName};
 use crate::parse::{parse_listing, parse_send_estimate, LISTING_PROPS};
+use crate::stream::{RecvStream, SendStream};
 
 /// Whether an idempotent operation changed anything (so a retry is safe and
 /// the log can say what happened).
@@ -117,11 +118,11 @@ pub trait Zfs: Send + Sync {
         ds: &DatasetName,
         prop: &str,
     ) -> impl Future<Output = Result<Option<String>, ZfsError>> + Send;
-    /// Starts `zfs send`; read the stream from the process's stdout.
-    fn send(&self, req: &SendRequest) -> impl Future<Output = Result<ZfsProcess, ZfsError>> + Send;
-    /// Starts `zfs receive`; write the stream to the process's stdin.
+    /// Starts `zfs send`; read the stream from [`SendStream::reader`].
+    fn send(&self, req: &SendRequest) -> impl Future<Output = Result<SendStream, ZfsError>> + Send;
+    /// Starts `zfs receive`; write the stream into [`RecvStream::writer`].
     fn receive(&self, spec: &RecvSpec)
-        -> impl Future<Output = Result<ZfsProcess, ZfsError>> + Send;
+        -> impl Future<Output = Result<RecvStream, ZfsError>> + Send;
     /// `zfs receive -A`: discards a partial resumable receive.
     fn receive_abort(
         &self,
@@ -417,13 +418,13 @@ impl Zfs for CliZfs {
         Ok((v != "-").then_some(v))
     }
 
-    async fn send(&self, req: &SendRequest) -> Result<ZfsProcess, ZfsError> {
+    async fn send(&self, req: &SendRequest) -> Result<SendStream, ZfsError> {
         let caps = self.caps().await?;
         let args = self.send_args(caps, req, false)?;
-        self.inv(args).spawn(Stdio::null(), Stdio::piped())
+        SendStream::from_process(self.inv(args).spawn(Stdio::null(), Stdio::piped())?)
     }
 
-    async fn receive(&self, spec: &RecvSpec) -> Result<ZfsProcess, ZfsError> {
+    async fn receive(&self, spec: &RecvSpec) -> Result<RecvStream, ZfsError> {
         let caps = self.caps().await?;
         let mut a = vec!["receive".to_owned()];
         if spec.resumable {
@@ -458,7 +459,7 @@ impl Zfs for CliZfs {
         if let Some(g) = serial {
             p.keep_until_exit(Box::new(g));
         }
-        Ok(p)
+        RecvStream::from_process(p)
     }
 
     async fn receive_abort(&self, ds: &DatasetName) -> Result<Changed, ZfsError> {

@@ -10,6 +10,7 @@
 //! - [`exec`]: the single place where processes start (argument vectors,
 //!   locally or through ssh, stderr drained, every call timed);
 //! - [`caps`]: per-node capability probing (OpenZFS 2.x vs zfs-fuse);
+//! - [`stream`]: send/receive byte streams, whatever runs them;
 //! - [`cli`]: the [`Zfs`](cli::Zfs) trait and its `zfs(8)` backend.
 //!
 //! The replication planner in `tandem-repl` sees only these types.
@@ -24,6 +25,7 @@ pub mod exec;
 pub mod model;
 pub mod name;
 pub mod parse;
+pub mod stream;
 
 pub use caps::Capabilities;
 pub use cli::{Changed, CliZfs, RecvSpec, SendFlags, SendRequest, Zfs};
@@ -31,3 +33,4 @@ pub use error::ZfsError;
 pub use exec::{SshTarget, Transport, ZfsProcess};
 pub use model::{Dataset, DatasetKind, Guid, Listing, Snapshot};
 pub use name::{DatasetName, HoldTag, NameError, SnapshotName};
+pub use stream::{RecvStream, SendStream, StreamHandle};
