@@ -143,6 +143,20 @@ pub async fn run_cycle<Z: Zfs>(
             .or_default()
             .insert(l.spec.target.dataset.clone());
     }
+    // Commit pending writes on the sources first, so `written` is current.
+    let mut sources: BTreeMap<&str, Vec<DatasetName>> = BTreeMap::new();
+    for l in &locked {
+        sources
+            .entry(&l.spec.source.node)
+            .or_default()
+            .push(l.spec.source.dataset.clone());
+    }
+    futures::future::join_all(
+        sources
+            .into_iter()
+            .map(|(node, ds)| sync_node(nodes, node, ds)),
+    )
+    .await;
     let listings: BTreeMap<&str, Option<Listing>> =
         futures::future::join_all(roots.into_iter().map(|(node, r)| list_node(nodes, node, r)))
             .await
@@ -162,6 +176,14 @@ pub async fn run_cycle<Z: Zfs>(
     reports.extend(results);
     reports.sort_by(|a, b| a.job.cmp(&b.job));
     reports
+}
+
+async fn sync_node<Z: Zfs>(nodes: &BTreeMap<String, Z>, node: &str, datasets: Vec<DatasetName>) {
+    if let Some(z) = nodes.get(node) {
+        if let Err(e) = z.sync(&datasets).await {
+            tracing::warn!(%node, "zpool sync failed (changes of the last seconds may wait a cycle): {e}");
+        }
+    }
 }
 
 async fn list_node<'n, Z: Zfs>(

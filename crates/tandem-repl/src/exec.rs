@@ -51,6 +51,8 @@ pub struct JobSpec {
     pub flags: SendFlags,
     /// Bytes per second, 0 = unlimited.
     pub rate_limit: u64,
+    /// Stream compression where the stream crosses the network.
+    pub wire: tandem_zfs::WireCompress,
 }
 
 /// Why a job's cycle failed.
@@ -172,6 +174,11 @@ pub struct Executor<'a, S: Zfs, T: Zfs> {
 
 impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
     async fn list_both(&self) -> Result<(Listing, Listing), ReplError> {
+        // `written` must include every write made before this cycle.
+        self.src
+            .sync(std::slice::from_ref(&self.job.source.dataset))
+            .await
+            .map_err(zerr(self.src.node()))?;
         let (a, b) = tokio::join!(
             self.src
                 .list(std::slice::from_ref(&self.job.source.dataset)),
@@ -248,6 +255,15 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
                     return Err(ReplError::Conflict {
                         conflict: c.clone(),
                     })
+                }
+                Plan::UpToDate { common } if out.plans.iter().any(|p| p == "resume") => {
+                    // A resumed stream completed this snapshot: finish it as
+                    // any transfer (read-only on a first replica, holds,
+                    // retention, and say what was sent).
+                    out.sent = Some(common.name.clone());
+                    let first = self.previous_common.is_none();
+                    self.finish(&sl, &tl, &common.name, first, &mut out).await?;
+                    return Ok(out);
                 }
                 Plan::UpToDate { common } => {
                     let tds = tl.get(&self.job.target.dataset);
@@ -327,6 +343,7 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
         let spec = RecvSpec {
             target: Some(self.job.target.dataset.clone()),
             resumable,
+            wire: self.job.wire,
             ..RecvSpec::default()
         };
         let send = self.src.send(req).await.map_err(zerr(sn))?;

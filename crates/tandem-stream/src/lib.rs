@@ -28,6 +28,7 @@ pub mod frame;
 pub mod pipeline;
 
 pub use frame::{
-    decode_payload, encode_frame, encode_trailer, parse_header, Compression, FrameError,
-    FrameHeader, HEADER_LEN, MAX_FRAME,
+    decode_all, decode_payload, encode_frame, encode_trailer, parse_header, Compression,
+    FrameError, FrameHeader, HEADER_LEN, MAX_FRAME,
 };
+pub use pipeline::{decode, encode, Counters, EncodeOptions, Mode, Stats, StreamError};

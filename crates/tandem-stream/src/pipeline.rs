@@ -142,7 +142,8 @@ impl Pacer {
     }
 }
 
-/// Encodes everything from `input` onto `output`, then the trailer.
+/// Encodes everything from `input` onto `output`, then the trailer; flushes
+/// `output` but leaves it open.
 pub async fn encode<R, W>(
     mut input: R,
     mut output: W,
@@ -377,7 +378,10 @@ mod tests {
             rate_limit: 0,
         };
         let src = std::io::Cursor::new(input.clone());
-        let enc = tokio::spawn(encode(src, w, opts, Arc::default()));
+        let enc = tokio::spawn(async move {
+            let mut w = w;
+            encode(src, &mut w, opts, Arc::default()).await
+        });
         let mut out = Vec::new();
         let dec = decode(r, &mut out, Arc::default()).await.expect("decode");
         let es = enc.await.expect("join").expect("encode");

@@ -24,7 +24,7 @@ pub enum Changed {
 }
 
 /// Optional `zfs send` flags, set per job.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SendFlags {
     /// `-w`: raw (encrypted datasets stay encrypted, no key needed).
     pub raw: bool,
@@ -37,7 +37,7 @@ pub struct SendFlags {
 }
 
 /// What to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SendRequest {
     /// A snapshot, full or incremental.
     Snapshot {
@@ -57,9 +57,31 @@ pub enum SendRequest {
     },
 }
 
+/// How a stream crossing the network is compressed (ignored for local and
+/// plain-ssh transfers, which carry the raw `zfs send` bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WireCompress {
+    /// Never.
+    None,
+    /// zstd at this level, per frame where it pays.
+    Zstd(i32),
+    /// zstd at this level while the link is the bottleneck.
+    Auto(i32),
+}
+
+impl Default for WireCompress {
+    fn default() -> Self {
+        WireCompress::Auto(1)
+    }
+}
+
 /// How to receive.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RecvSpec {
+    /// Compression of the stream on the wire, when it crosses the network.
+    #[serde(default)]
+    pub wire: WireCompress,
     /// Where the stream goes.
     pub target: Option<DatasetName>,
     /// `-s`: keep partial state so an interruption can resume.
@@ -133,6 +155,13 @@ pub trait Zfs: Send + Sync {
         &self,
         req: &SendRequest,
     ) -> impl Future<Output = Result<Option<u64>, ZfsError>> + Send;
+    /// Commits the pools holding `datasets` to disk (`zpool sync`), so that
+    /// `written` reflects every write made so far. OpenZFS updates
+    /// `written` only when a transaction group commits (every few seconds),
+    /// and `fsync` does not force one: without this, a cycle right after a
+    /// write would be planned "up to date" and miss it. A no-op where ZFS
+    /// has no `written` (then every cycle snapshots anyway).
+    fn sync(&self, datasets: &[DatasetName]) -> impl Future<Output = Result<(), ZfsError>> + Send;
 }
 
 /// [`Zfs`] through the `zfs` program.
@@ -145,6 +174,7 @@ pub struct CliZfs {
     node: String,
     transport: Transport,
     zfs: String,
+    zpool: String,
     caps: OnceCell<Capabilities>,
     serial: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
@@ -156,9 +186,19 @@ impl CliZfs {
             node: node.to_owned(),
             transport,
             zfs: zfs.to_owned(),
+            zpool: zfs
+                .strip_suffix("zfs")
+                .map(|p| format!("{p}zpool"))
+                .unwrap_or_else(|| "zpool".into()),
             caps: OnceCell::new(),
             serial: Default::default(),
         }
+    }
+
+    /// Uses `path` for `zpool` (default: beside `zfs`).
+    pub fn with_zpool(mut self, path: &str) -> Self {
+        self.zpool = path.to_owned();
+        self
     }
 
     /// Serializes pool-changing calls where ZFS needs it (legacy zfs-fuse).
@@ -495,5 +535,20 @@ impl Zfs for CliZfs {
         }
         // OpenZFS prints -nP output on stdout (older versions on stderr).
         Ok(parse_send_estimate(&out).or_else(|| parse_send_estimate(&err)))
+    }
+
+    async fn sync(&self, datasets: &[DatasetName]) -> Result<(), ZfsError> {
+        if datasets.is_empty() || !self.caps().await?.written {
+            return Ok(());
+        }
+        let mut pools: Vec<String> = datasets.iter().map(|d| d.pool().to_owned()).collect();
+        pools.sort();
+        pools.dedup();
+        let mut a = vec!["sync".to_owned()];
+        a.extend(pools);
+        Invocation::new(&self.node, &self.transport, &self.zpool, a)
+            .output()
+            .await
+            .map(|_| ())
     }
 }

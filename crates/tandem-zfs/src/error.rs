@@ -157,6 +157,53 @@ pub enum ZfsError {
 }
 
 impl ZfsError {
+    /// The variant's name, for carrying an error across the network.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::DatasetNotFound { .. } => "DatasetNotFound",
+            Self::DatasetBusy { .. } => "DatasetBusy",
+            Self::NoSpace { .. } => "NoSpace",
+            Self::ResumeTokenStale { .. } => "ResumeTokenStale",
+            Self::NoCommonSnapshot { .. } => "NoCommonSnapshot",
+            Self::TargetDiverged { .. } => "TargetDiverged",
+            Self::TargetExists { .. } => "TargetExists",
+            Self::HoldExists { .. } => "HoldExists",
+            Self::HoldNotFound { .. } => "HoldNotFound",
+            Self::StreamCorrupt { .. } => "StreamCorrupt",
+            Self::PermissionDenied { .. } => "PermissionDenied",
+            Self::Unsupported { .. } => "Unsupported",
+            Self::Ssh { .. } => "Ssh",
+            Self::Spawn { .. } => "Spawn",
+            Self::Io { .. } => "Io",
+            Self::Parse { .. } => "Parse",
+            Self::Name(_) => "Name",
+            Self::Failed { .. } => "Failed",
+        }
+    }
+
+    /// Rebuilds an error received from a peer: the variant from `kind`,
+    /// the text as the peer reported it.
+    pub fn from_kind(kind: &str, cmd: String, msg: String) -> Self {
+        match kind {
+            "DatasetNotFound" => Self::DatasetNotFound { cmd, msg },
+            "DatasetBusy" => Self::DatasetBusy { cmd, msg },
+            "NoSpace" => Self::NoSpace { cmd, msg },
+            "ResumeTokenStale" => Self::ResumeTokenStale { cmd, msg },
+            "NoCommonSnapshot" => Self::NoCommonSnapshot { cmd, msg },
+            "TargetDiverged" => Self::TargetDiverged { cmd, msg },
+            "TargetExists" => Self::TargetExists { cmd, msg },
+            "HoldExists" => Self::HoldExists { cmd, msg },
+            "HoldNotFound" => Self::HoldNotFound { cmd, msg },
+            "StreamCorrupt" => Self::StreamCorrupt { cmd, msg },
+            "PermissionDenied" => Self::PermissionDenied { cmd, msg },
+            _ => Self::Failed {
+                cmd,
+                code: None,
+                msg,
+            },
+        }
+    }
+
     /// Classifies a failed `zfs` run from its stderr. `via_ssh` tells whether
     /// exit status 255 means ssh itself failed.
     pub fn classify(cmd: &str, code: Option<i32>, stderr: &str, via_ssh: bool) -> Self {

@@ -28,7 +28,7 @@ pub mod parse;
 pub mod stream;
 
 pub use caps::Capabilities;
-pub use cli::{Changed, CliZfs, RecvSpec, SendFlags, SendRequest, Zfs};
+pub use cli::{Changed, CliZfs, RecvSpec, SendFlags, SendRequest, WireCompress, Zfs};
 pub use error::ZfsError;
 pub use exec::{SshTarget, Transport, ZfsProcess};
 pub use model::{Dataset, DatasetKind, Guid, Listing, Snapshot};

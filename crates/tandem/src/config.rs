@@ -8,10 +8,16 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
+use std::sync::Arc;
 use tandem_repl::exec::{Endpoint, JobSpec};
 use tandem_repl::naming::JobName;
 use tandem_repl::state::{Direction, JobState};
-use tandem_zfs::{CliZfs, DatasetName, SendFlags, SshTarget, Transport};
+
+use tandem_peer::auth::Policy;
+use tandem_peer::client::{PeerZfs, SshConnector};
+use tandem_zfs::{CliZfs, DatasetName, SendFlags, SshTarget, Transport, WireCompress};
+
+use crate::backend::NodeZfs;
 
 /// Default config path.
 pub const DEFAULT_PATH: &str = "/etc/tandem/tandem.toml";
@@ -28,6 +34,25 @@ struct RawConfig {
     nodes: BTreeMap<String, RawNode>,
     #[serde(default)]
     jobs: BTreeMap<String, RawJob>,
+    #[serde(default)]
+    serve: RawServe,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServe {
+    #[serde(default)]
+    peers: Vec<RawPeer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    name: String,
+    #[serde(default)]
+    read: Vec<String>,
+    #[serde(default)]
+    write: Vec<String>,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -45,6 +70,11 @@ struct RawNode {
     ssh_options: Vec<String>,
     #[serde(default = "default_zfs")]
     zfs_path: String,
+    transport: Option<String>,
+    #[serde(default = "default_tandem")]
+    tandem_path: String,
+    #[serde(default)]
+    serve_args: Vec<String>,
     /// Fence levels belong to the fencing feature; accepted as opaque
     /// tables here so one config file serves every version.
     #[serde(default)]
@@ -54,6 +84,10 @@ struct RawNode {
 
 fn default_zfs() -> String {
     "zfs".into()
+}
+
+fn default_tandem() -> String {
+    "tandem".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +138,9 @@ pub struct Node {
     pub transport: Transport,
     /// Path of `zfs` on that node.
     pub zfs_path: String,
+    /// For ssh nodes: talk to `tandem serve --stdio` there (the default), or
+    /// run plain `zfs` commands (`transport = "ssh"`).
+    pub serve: Option<Vec<String>>,
 }
 
 /// Compression setting of a job's stream.
@@ -148,6 +185,11 @@ impl Job {
             Direction::Forward => (self.source.clone(), self.target.clone()),
             Direction::Reverse => (self.target.clone(), self.source.clone()),
         };
+        let wire = match self.compress {
+            Compress::None => WireCompress::None,
+            Compress::Zstd(l) => WireCompress::Zstd(l),
+            Compress::Auto => WireCompress::Auto(1),
+        };
         JobSpec {
             name: self.name.clone(),
             source,
@@ -155,6 +197,7 @@ impl Job {
             keep: self.keep,
             flags: self.flags,
             rate_limit: self.rate_limit,
+            wire,
         }
     }
 }
@@ -174,6 +217,8 @@ pub struct Config {
     pub nodes: BTreeMap<String, Node>,
     /// Jobs by name.
     pub jobs: BTreeMap<JobName, Job>,
+    /// What each peer may do through `tandem serve` on this node.
+    pub serve_peers: BTreeMap<String, Policy>,
 }
 
 /// Parses "1m", "90s", "1h30m".
@@ -313,13 +358,60 @@ impl Config {
             if n.zfs_path.is_empty() {
                 errors.push(format!("[{key}] zfs_path is empty"));
             }
+            let serve = match (n.transport.as_deref(), &transport) {
+                (_, Transport::Local) => None,
+                (None | Some("serve"), _) => {
+                    let mut cmd = vec![n.tandem_path.clone(), "serve".into(), "--stdio".into()];
+                    cmd.extend(n.serve_args.iter().cloned());
+                    Some(cmd)
+                }
+                (Some("ssh"), _) => None,
+                (Some(other), _) => {
+                    errors.push(format!(
+                        "[{key}] transport {other:?} is not \"serve\" or \"ssh\""
+                    ));
+                    continue;
+                }
+            };
             nodes.insert(
                 name.clone(),
                 Node {
                     transport,
                     zfs_path: n.zfs_path.clone(),
+                    serve,
                 },
             );
+        }
+        let mut serve_peers = BTreeMap::new();
+        for (i, p) in raw.serve.peers.iter().enumerate() {
+            let key = format!("serve.peers[{i}] ({})", p.name);
+            let mut prefixes = |list: &[String], field: &str| -> Vec<DatasetName> {
+                list.iter()
+                    .filter_map(|d| {
+                        DatasetName::parse(d)
+                            .map_err(|e| errors.push(format!("[{key}] {field}: {e}")))
+                            .ok()
+                    })
+                    .collect()
+            };
+            let read = prefixes(&p.read, "read");
+            let write = prefixes(&p.write, "write");
+            if p.name.is_empty() {
+                errors.push(format!("[{key}] name is empty"));
+            }
+            if serve_peers
+                .insert(
+                    p.name.clone(),
+                    Policy {
+                        peer: p.name.clone(),
+                        read,
+                        write,
+                    },
+                )
+                .is_some()
+            {
+                errors.push(format!("[{key}] peer {:?} is listed twice", p.name));
+            }
         }
         let mut jobs = BTreeMap::new();
         let mut targets: BTreeMap<String, String> = BTreeMap::new();
@@ -414,20 +506,39 @@ impl Config {
             parallel: raw.parallel.unwrap_or(4).clamp(1, 64),
             nodes,
             jobs,
+            serve_peers,
         })
     }
 
-    /// A `zfs` backend per node.
-    pub fn backends(&self) -> BTreeMap<String, CliZfs> {
+    /// A ZFS backend per node: local `zfs`, `zfs` over ssh, or a remote
+    /// `tandem serve` through ssh.
+    pub fn backends(&self) -> BTreeMap<String, NodeZfs> {
         self.nodes
             .iter()
             .map(|(n, node)| {
-                (
-                    n.clone(),
-                    CliZfs::new(n, node.transport.clone(), &node.zfs_path),
-                )
+                let z = match (&node.transport, &node.serve) {
+                    (Transport::Ssh(t), Some(remote)) => {
+                        let c = SshConnector {
+                            target: t.clone(),
+                            remote: remote.clone(),
+                        };
+                        NodeZfs::Peer(PeerZfs::new(n, &self.local_node, Arc::new(c)))
+                    }
+                    _ => NodeZfs::Cli(CliZfs::new(n, node.transport.clone(), &node.zfs_path)),
+                };
+                (n.clone(), z)
             })
             .collect()
+    }
+
+    /// The local `zfs`, for `tandem serve`.
+    pub fn local_zfs(&self) -> CliZfs {
+        let path = self
+            .nodes
+            .get(&self.local_node)
+            .map(|n| n.zfs_path.clone())
+            .unwrap_or_else(default_zfs);
+        CliZfs::new(&self.local_node, Transport::Local, &path)
     }
 
     /// Is this node this machine?

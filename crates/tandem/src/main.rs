@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod backend;
 mod cmd;
 mod config;
 mod output;
@@ -60,6 +61,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The peer agent other nodes talk to (through ssh: `--stdio`)
+    Serve {
+        /// Speak the protocol on stdin/stdout (an ssh forced command)
+        #[arg(long, required = true)]
+        stdio: bool,
+        /// The connecting peer's identity [default: $TANDEM_PEER]
+        #[arg(long)]
+        peer: Option<String>,
+    },
     /// Demonstrate on two throw-away file-backed pools (needs a running ZFS)
     Demo {
         /// Replication cycles to run
@@ -82,16 +92,21 @@ fn init_logging(verbose: u8, daemon: bool) {
         _ => "debug",
     };
     let filter = EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose, matches!(cli.command, Command::Daemon));
+    init_logging(
+        cli.verbose,
+        matches!(cli.command, Command::Daemon | Command::Serve { .. }),
+    );
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -114,6 +129,7 @@ fn main() -> ExitCode {
             Command::Status { json } => cmd::status::status(&path, json).await,
             Command::Plan { jobs, json } => cmd::run::plan(&path, &jobs, json).await,
             Command::Demo { cycles, keep, dir } => cmd::demo::demo(cycles, keep, dir).await,
+            Command::Serve { stdio: _, peer } => cmd::serve::serve_stdio(&path, peer).await,
         }
     });
     match result {

@@ -29,7 +29,7 @@ const STOP_GRACE: Duration = Duration::from_secs(30);
 
 struct Loaded {
     cfg: Config,
-    nodes: Arc<BTreeMap<String, tandem_zfs::CliZfs>>,
+    nodes: Arc<BTreeMap<String, crate::backend::NodeZfs>>,
 }
 
 fn schedule(cfg: &Config, store: &StateStore) -> Vec<(JobName, Duration)> {

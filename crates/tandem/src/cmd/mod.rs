@@ -3,6 +3,7 @@
 pub mod daemon;
 pub mod demo;
 pub mod run;
+pub mod serve;
 pub mod status;
 
 use std::path::Path;

@@ -132,6 +132,9 @@ pub async fn plan(path: &Path, names: &[String], json: bool) -> Result<ExitCode>
             progress: std::sync::Arc::new(Progress::default()),
             previous_common: None,
         };
+        if let Err(e) = src.sync(std::slice::from_ref(&spec.source.dataset)).await {
+            tracing::warn!("zpool sync on {}: {e}", spec.source.node);
+        }
         let lists = tokio::join!(
             src.list(std::slice::from_ref(&spec.source.dataset)),
             tgt.list(std::slice::from_ref(&spec.target.dataset))

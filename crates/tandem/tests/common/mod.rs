@@ -228,8 +228,12 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
 /// How the target node is reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Via {
+    /// Both nodes on this machine.
     Local,
+    /// The target through ssh, plain `zfs` commands (`transport = "ssh"`).
     Ssh,
+    /// The target through ssh and `tandem serve --stdio` there.
+    Serve,
 }
 
 /// A test environment: a state dir, a config file and the binary.
@@ -246,15 +250,42 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let dst = match via {
             Via::Local => "[nodes.dst]\naddress = \"local\"\n".to_owned(),
-            Via::Ssh => {
+            Via::Ssh | Via::Serve => {
                 let (port, key) = ssh_target()?;
-                format!(
+                let mut n = format!(
                     "[nodes.dst]\naddress = \"127.0.0.1\"\nssh_user = \"root\"\nssh_port = {port}\nssh_identity = \"{}\"\nssh_options = [\"StrictHostKeyChecking=no\", \"UserKnownHostsFile=/dev/null\", \"LogLevel=ERROR\"]\nzfs_path = \"/usr/sbin/zfs\"\n",
                     key.display()
-                )
+                );
+                if via == Via::Ssh {
+                    n.push_str("transport = \"ssh\"\n");
+                } else {
+                    // The serving side reads this same file: its [[serve.peers]]
+                    // lets peer "src" write the pools of the jobs' targets.
+                    let cfg = dir.path().join("tandem.toml");
+                    n.push_str(&format!(
+                        "transport = \"serve\"\ntandem_path = \"{}\"\nserve_args = [\"--config\", \"{}\", \"--peer\", \"src\"]\n",
+                        env!("CARGO_BIN_EXE_tandem"),
+                        cfg.display()
+                    ));
+                }
+                n
             }
         };
-        let text = format!("state_dir = \"{}/state\"\nlocal_node = \"src\"\n[nodes.src]\naddress = \"local\"\n{dst}\n{jobs}", dir.path().display());
+        let write: Vec<String> = jobs
+            .lines()
+            .filter_map(|l| l.strip_prefix("target = \"dst:"))
+            .filter_map(|t| t.split(['/', '"']).next())
+            .map(|p| format!("\"{p}\""))
+            .collect();
+        let serve = if via == Via::Serve {
+            format!(
+                "[[serve.peers]]\nname = \"src\"\nwrite = [{}]\n",
+                write.join(", ")
+            )
+        } else {
+            String::new()
+        };
+        let text = format!("state_dir = \"{}/state\"\nlocal_node = \"src\"\n[nodes.src]\naddress = \"local\"\n{dst}\n{serve}\n{jobs}", dir.path().display());
         let config = dir.path().join("tandem.toml");
         std::fs::write(&config, text).unwrap();
         Some(Env { dir, config, via })
@@ -360,6 +391,12 @@ macro_rules! both_transports {
             fn ssh() {
                 if zfs_available() {
                     ($body)(Via::Ssh)
+                }
+            }
+            #[test]
+            fn serve() {
+                if zfs_available() {
+                    ($body)(Via::Serve)
                 }
             }
         }

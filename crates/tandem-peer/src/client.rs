@@ -1,0 +1,430 @@
+//! [`PeerZfs`]: the [`Zfs`] trait spoken to a remote `tandem serve`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use tandem_stream::{Counters, EncodeOptions};
+use tandem_zfs::{
+    Capabilities, Changed, DatasetName, HoldTag, Listing, RecvSpec, RecvStream, SendRequest,
+    SendStream, SnapshotName, SshTarget, StreamHandle, WireCompress, Zfs, ZfsError,
+};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Mutex, OnceCell};
+
+use crate::proto::{read_msg, write_msg, ProtoError, Request, Response, VERSION};
+use crate::server::mode;
+
+/// One open connection to a peer.
+pub struct Connection {
+    r: Pin<Box<dyn AsyncRead + Send>>,
+    w: Pin<Box<dyn AsyncWrite + Send>>,
+    _child: Option<tokio::process::Child>,
+}
+
+impl Connection {
+    /// A connection over any byte streams (tests, TLS).
+    pub fn new(r: impl AsyncRead + Send + 'static, w: impl AsyncWrite + Send + 'static) -> Self {
+        Self {
+            r: Box::pin(r),
+            w: Box::pin(w),
+            _child: None,
+        }
+    }
+}
+
+/// Opens connections to one peer.
+pub trait Connector: Send + Sync + 'static {
+    /// A new, not yet greeted connection.
+    fn connect(&self) -> Pin<Box<dyn Future<Output = Result<Connection, ZfsError>> + Send + '_>>;
+    /// How to describe the peer in messages.
+    fn describe(&self) -> String;
+}
+
+/// `ssh HOST TANDEM serve --stdio [ARGS]`.
+#[derive(Debug, Clone)]
+pub struct SshConnector {
+    /// How to reach the host.
+    pub target: SshTarget,
+    /// The remote command and its arguments (`tandem serve --stdio ...`).
+    pub remote: Vec<String>,
+}
+
+impl Connector for SshConnector {
+    fn connect(&self) -> Pin<Box<dyn Future<Output = Result<Connection, ZfsError>> + Send + '_>> {
+        Box::pin(async move {
+            let program = self
+                .remote
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "tandem".into());
+            let inv = tandem_zfs::exec::Invocation::new(
+                &self.target.host,
+                &tandem_zfs::Transport::Ssh(self.target.clone()),
+                &program,
+                self.remote[1..].to_vec(),
+            );
+            let mut p = inv.spawn(Stdio::piped(), Stdio::piped())?;
+            let (Some(r), Some(w)) = (p.take_stdout(), p.take_stdin()) else {
+                return Err(ZfsError::Io {
+                    cmd: inv.display(),
+                    source: std::io::Error::other("no pipes"),
+                });
+            };
+            // The process handle (and its stderr drain) lives as long as the connection.
+            let conn = Connection {
+                r: Box::pin(r),
+                w: Box::pin(w),
+                _child: None,
+            };
+            tokio::spawn(async move {
+                if let Err(e) = p.wait().await {
+                    tracing::debug!("tandem serve over ssh ended: {e}");
+                }
+            });
+            Ok(conn)
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("ssh {} {}", self.target.host, self.remote.join(" "))
+    }
+}
+
+/// A remote node's ZFS, through its `tandem serve`.
+pub struct PeerZfs {
+    node: String,
+    local: String,
+    connector: Arc<dyn Connector>,
+    idle: Arc<Mutex<Vec<Connection>>>,
+    caps: OnceCell<Capabilities>,
+    /// Compression for streams this node sends us (pull).
+    pub pull_wire: WireCompress,
+}
+
+impl std::fmt::Debug for PeerZfs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PeerZfs({} via {})",
+            self.node,
+            self.connector.describe()
+        )
+    }
+}
+
+fn proto_err(node: &str, e: ProtoError) -> ZfsError {
+    ZfsError::Ssh {
+        cmd: format!("[{node}] tandem serve"),
+        msg: e.to_string(),
+    }
+}
+
+impl PeerZfs {
+    /// `node` is the peer's name, `local` ours.
+    pub fn new(node: &str, local: &str, connector: Arc<dyn Connector>) -> Self {
+        Self {
+            node: node.to_owned(),
+            local: local.to_owned(),
+            connector,
+            idle: Arc::default(),
+            caps: OnceCell::new(),
+            pull_wire: WireCompress::default(),
+        }
+    }
+
+    async fn take(&self) -> Result<Connection, ZfsError> {
+        if let Some(c) = self.idle.lock().await.pop() {
+            return Ok(c);
+        }
+        let mut c = self.connector.connect().await?;
+        write_msg(
+            &mut c.w,
+            &Request::Hello {
+                version: VERSION,
+                node: self.local.clone(),
+            },
+        )
+        .await
+        .map_err(|e| proto_err(&self.node, e))?;
+        match read_msg::<_, Response>(&mut c.r).await {
+            Ok(Some(Response::Hello { node, peer, .. })) => {
+                tracing::debug!(peer = %self.node, remote_node = %node, as_identity = %peer, "connected to tandem serve");
+                Ok(c)
+            }
+            Ok(Some(Response::Error(e))) => Err(e.into_zfs(&self.node)),
+            Ok(Some(other)) => Err(proto_err(&self.node, ProtoError::Bad(format!("unexpected {other:?} to hello")))),
+            Ok(None) => Err(ZfsError::Ssh { cmd: format!("[{}] {}", self.node, self.connector.describe()), msg: "the connection closed before tandem serve answered (is tandem installed there, and does its config list this peer?)".into() }),
+            Err(e) => Err(proto_err(&self.node, e)),
+        }
+    }
+
+    async fn call(&self, req: Request) -> Result<Response, ZfsError> {
+        let mut c = self.take().await?;
+        write_msg(&mut c.w, &req)
+            .await
+            .map_err(|e| proto_err(&self.node, e))?;
+        match read_msg::<_, Response>(&mut c.r).await {
+            Ok(Some(Response::Error(e))) => {
+                self.idle.lock().await.push(c);
+                Err(e.into_zfs(&self.node))
+            }
+            Ok(Some(r)) => {
+                self.idle.lock().await.push(c);
+                Ok(r)
+            }
+            Ok(None) => Err(proto_err(&self.node, ProtoError::Closed)),
+            Err(e) => Err(proto_err(&self.node, e)),
+        }
+    }
+
+    fn unexpected(&self, r: Response) -> ZfsError {
+        proto_err(
+            &self.node,
+            ProtoError::Bad(format!("unexpected reply {r:?}")),
+        )
+    }
+
+    async fn changed(&self, req: Request) -> Result<Changed, ZfsError> {
+        match self.call(req).await? {
+            Response::Changed { changed: true } => Ok(Changed::Done),
+            Response::Changed { changed: false } => Ok(Changed::Already),
+            r => Err(self.unexpected(r)),
+        }
+    }
+
+    async fn unit(&self, req: Request) -> Result<(), ZfsError> {
+        match self.call(req).await? {
+            Response::Ok => Ok(()),
+            r => Err(self.unexpected(r)),
+        }
+    }
+
+    /// Sends `req` and waits for `Ready`; the connection then carries a stream.
+    async fn start_stream(&self, req: Request) -> Result<Connection, ZfsError> {
+        let mut c = self.take().await?;
+        write_msg(&mut c.w, &req)
+            .await
+            .map_err(|e| proto_err(&self.node, e))?;
+        match read_msg::<_, Response>(&mut c.r).await {
+            Ok(Some(Response::Ready)) => Ok(c),
+            Ok(Some(Response::Error(e))) => {
+                self.idle.lock().await.push(c);
+                Err(e.into_zfs(&self.node))
+            }
+            Ok(Some(r)) => Err(self.unexpected(r)),
+            Ok(None) => Err(proto_err(&self.node, ProtoError::Closed)),
+            Err(e) => Err(proto_err(&self.node, e)),
+        }
+    }
+}
+
+async fn finish(
+    node: String,
+    mut c: Connection,
+    idle: Arc<Mutex<Vec<Connection>>>,
+    stream_err: Option<String>,
+) -> Result<(), ZfsError> {
+    match read_msg::<_, Response>(&mut c.r).await {
+        Ok(Some(Response::Done { raw, wire })) => {
+            tracing::debug!(peer = %node, raw, wire, "stream done");
+            if stream_err.is_none() {
+                idle.lock().await.push(c);
+            }
+            Ok(())
+        }
+        Ok(Some(Response::Error(e))) => Err(e.into_zfs(&node)),
+        Ok(Some(r)) => Err(proto_err(
+            &node,
+            ProtoError::Bad(format!("unexpected reply {r:?}")),
+        )),
+        Ok(None) | Err(_) => Err(ZfsError::StreamCorrupt {
+            cmd: format!("[{node}] tandem serve"),
+            msg: stream_err
+                .unwrap_or_else(|| "the peer closed the connection without a result".into()),
+        }),
+    }
+}
+
+impl Zfs for PeerZfs {
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    async fn capabilities(&self) -> Result<Capabilities, ZfsError> {
+        self.caps
+            .get_or_try_init(|| async {
+                match self.call(Request::Capabilities).await? {
+                    Response::Capabilities(c) => Ok(c),
+                    r => Err(self.unexpected(r)),
+                }
+            })
+            .await
+            .cloned()
+    }
+
+    async fn list(&self, roots: &[DatasetName]) -> Result<Listing, ZfsError> {
+        match self
+            .call(Request::List {
+                roots: roots.to_vec(),
+            })
+            .await?
+        {
+            Response::Listing(l) => Ok(l),
+            r => Err(self.unexpected(r)),
+        }
+    }
+
+    async fn snapshot(&self, names: &[SnapshotName]) -> Result<(), ZfsError> {
+        self.unit(Request::Snapshot {
+            names: names.to_vec(),
+        })
+        .await
+    }
+
+    async fn destroy_snapshot(&self, name: &SnapshotName) -> Result<Changed, ZfsError> {
+        self.changed(Request::DestroySnapshot { name: name.clone() })
+            .await
+    }
+
+    async fn hold(&self, tag: &HoldTag, snap: &SnapshotName) -> Result<Changed, ZfsError> {
+        self.changed(Request::Hold {
+            tag: tag.to_string(),
+            snapshot: snap.clone(),
+        })
+        .await
+    }
+
+    async fn release(&self, tag: &HoldTag, snap: &SnapshotName) -> Result<Changed, ZfsError> {
+        self.changed(Request::Release {
+            tag: tag.to_string(),
+            snapshot: snap.clone(),
+        })
+        .await
+    }
+
+    async fn rollback(&self, snap: &SnapshotName) -> Result<(), ZfsError> {
+        self.unit(Request::Rollback {
+            snapshot: snap.clone(),
+        })
+        .await
+    }
+
+    async fn set_property(
+        &self,
+        ds: &DatasetName,
+        prop: &str,
+        value: &str,
+    ) -> Result<(), ZfsError> {
+        self.unit(Request::SetProperty {
+            dataset: ds.clone(),
+            prop: prop.to_owned(),
+            value: value.to_owned(),
+        })
+        .await
+    }
+
+    async fn get_property(&self, ds: &DatasetName, prop: &str) -> Result<Option<String>, ZfsError> {
+        match self
+            .call(Request::GetProperty {
+                dataset: ds.clone(),
+                prop: prop.to_owned(),
+            })
+            .await?
+        {
+            Response::Property { value } => Ok(value),
+            r => Err(self.unexpected(r)),
+        }
+    }
+
+    async fn send(&self, req: &SendRequest) -> Result<SendStream, ZfsError> {
+        let c = self
+            .start_stream(Request::Send {
+                request: req.clone(),
+                wire: self.pull_wire,
+            })
+            .await?;
+        let (reader, mut writer) = tokio::io::duplex(4 << 20);
+        let (node, idle) = (self.node.clone(), self.idle.clone());
+        let handle =
+            StreamHandle::task(format!("[{}] tandem serve: send", self.node), async move {
+                let mut c = c;
+                let r = tandem_stream::decode(&mut c.r, &mut writer, Arc::new(Counters::default()))
+                    .await;
+                let _ = writer.shutdown().await;
+                drop(writer);
+                let err = r.err().map(|e| e.to_string());
+                if let Some(e) = &err {
+                    return Err(ZfsError::StreamCorrupt {
+                        cmd: format!("[{node}] tandem serve: send"),
+                        msg: e.clone(),
+                    });
+                }
+                finish(node, c, idle, err).await
+            });
+        Ok(SendStream {
+            reader: Box::pin(reader),
+            handle,
+        })
+    }
+
+    async fn receive(&self, spec: &RecvSpec) -> Result<RecvStream, ZfsError> {
+        let c = self
+            .start_stream(Request::Receive { spec: spec.clone() })
+            .await?;
+        let (writer, reader) = tokio::io::duplex(4 << 20);
+        let (node, idle, wire) = (self.node.clone(), self.idle.clone(), spec.wire);
+        let handle = StreamHandle::task(
+            format!(
+                "[{}] tandem serve: receive into {}",
+                self.node,
+                spec.target
+                    .as_ref()
+                    .map(|t| t.to_string())
+                    .unwrap_or_default()
+            ),
+            async move {
+                let mut c = c;
+                let opts = EncodeOptions {
+                    mode: mode(wire),
+                    ..EncodeOptions::default()
+                };
+                let r =
+                    tandem_stream::encode(reader, &mut c.w, opts, Arc::new(Counters::default()))
+                        .await;
+                finish(node, c, idle, r.err().map(|e| e.to_string())).await
+            },
+        );
+        Ok(RecvStream {
+            writer: Box::pin(writer),
+            handle,
+        })
+    }
+
+    async fn receive_abort(&self, ds: &DatasetName) -> Result<Changed, ZfsError> {
+        self.changed(Request::ReceiveAbort {
+            dataset: ds.clone(),
+        })
+        .await
+    }
+
+    async fn estimate(&self, req: &SendRequest) -> Result<Option<u64>, ZfsError> {
+        match self
+            .call(Request::Estimate {
+                request: req.clone(),
+            })
+            .await?
+        {
+            Response::Estimate { bytes } => Ok(bytes),
+            r => Err(self.unexpected(r)),
+        }
+    }
+
+    async fn sync(&self, datasets: &[DatasetName]) -> Result<(), ZfsError> {
+        self.unit(Request::Sync {
+            datasets: datasets.to_vec(),
+        })
+        .await
+    }
+}
