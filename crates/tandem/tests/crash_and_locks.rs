@@ -23,6 +23,16 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Kills the child (a daemon) if the test ends early.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn healthy(pool: &str) {
     let s = cmd("zpool", &["status", "-x", pool]);
     assert!(s.contains("healthy"), "pool {pool} is not healthy: {s}");
@@ -133,8 +143,8 @@ fn daemon_replicates_on_schedule_reloads_on_sighup_and_stops_on_sigterm() {
     };
     write_random(&mnt(&src).join("f"), 1 << 20, 4);
     write_random(&mnt(&src2).join("f"), 1 << 20, 5);
-    let mut d = env.spawn(&["daemon"]);
-    let pid = nix::unistd::Pid::from_raw(d.id() as i32);
+    let mut d = KillOnDrop(env.spawn(&["daemon"]));
+    let pid = nix::unistd::Pid::from_raw(d.0.id() as i32);
     let status = |env: &Env| -> serde_json::Value {
         serde_json::from_slice(&env.tandem(&["status", "--json"]).stdout).unwrap()
     };
@@ -158,7 +168,7 @@ fn daemon_replicates_on_schedule_reloads_on_sighup_and_stops_on_sigterm() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     assert!(
-        d.try_wait().unwrap().is_none(),
+        d.0.try_wait().unwrap().is_none(),
         "daemon died on a bad reload"
     );
     std::fs::write(
@@ -169,7 +179,7 @@ fn daemon_replicates_on_schedule_reloads_on_sighup_and_stops_on_sigterm() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let t0 = Instant::now();
     let code = loop {
-        if let Some(s) = d.try_wait().unwrap() {
+        if let Some(s) = d.0.try_wait().unwrap() {
             break s;
         }
         assert!(
@@ -179,7 +189,7 @@ fn daemon_replicates_on_schedule_reloads_on_sighup_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(code.success(), "daemon exit: {code:?}");
-    let err = std::io::read_to_string(d.stderr.take().unwrap()).unwrap();
+    let err = std::io::read_to_string(d.0.stderr.take().unwrap()).unwrap();
     assert!(err.contains("reload failed"), "{err}");
     assert!(err.contains("daemon stopped"), "{err}");
     wait_for("zfs processes to end", Duration::from_secs(30), || {

@@ -1,0 +1,160 @@
+//! `tandem serve` against real ZFS through a real sshd: authorization, and
+//! corrupted or truncated streams on the wire.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+use common::*;
+
+use std::os::unix::fs::PermissionsExt;
+
+struct Setup {
+    _a: Pool,
+    b: Pool,
+    src: String,
+    dst: String,
+    env: Env,
+}
+
+fn setup() -> Option<Setup> {
+    if !zfs_available() {
+        return None;
+    }
+    let (a, b) = (Pool::new("a"), Pool::new("b"));
+    let (src, dst) = (a.ds("vm"), b.ds("vm"));
+    zfs(&["create", &src]);
+    let env = Env::new(Via::Serve, &job("j", &src, &dst, "compress = \"none\""))?;
+    Some(Setup {
+        _a: a,
+        b,
+        src,
+        dst,
+        env,
+    })
+}
+
+/// A `tandem_path` wrapper that runs `FILTER | tandem serve ...`: the
+/// filter sits on the wire from the client to the server.
+fn wrapper(env: &Env, name: &str, filter: &str) -> String {
+    let path = env.dir.path().join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\n{filter} | {} \"$@\"\n",
+            env!("CARGO_BIN_EXE_tandem")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.display().to_string()
+}
+
+fn pool_state(p: &Pool) -> String {
+    zfs(&[
+        "get",
+        "-H",
+        "-p",
+        "-o",
+        "name,property,value",
+        "-r",
+        "guid,userrefs",
+        &p.name,
+    ])
+}
+
+#[test]
+fn writing_outside_the_peers_prefixes_is_refused_before_any_zfs_call() {
+    let Some(s) = setup() else { return };
+    write_random(&mnt(&s.src).join("f"), 1 << 20, 1);
+    // The peer may write only below another dataset of the target pool.
+    s.env.rewrite(
+        &format!("write = [\"{}\"]", s.b.name),
+        &format!("write = [\"{}/elsewhere\"]", s.b.name),
+    );
+    let before = pool_state(&s.b);
+    let src_before = snaps(&s.src);
+    let text = s.env.run_fails("j");
+    assert!(
+        text.contains("refused by tandem serve")
+            && text.contains("outside the datasets peer src may"),
+        "{text}"
+    );
+    assert_eq!(pool_state(&s.b), before, "target pool unchanged");
+    assert_eq!(
+        snaps(&s.src),
+        src_before,
+        "no snapshot taken on the source either"
+    );
+    // A peer identity with no [[serve.peers]] entry gets nothing at all.
+    s.env
+        .rewrite("\"--peer\", \"src\"", "\"--peer\", \"mallory\"");
+    let text = s.env.run_fails("j");
+    assert!(text.contains("node dst"), "{text}");
+    assert_eq!(pool_state(&s.b), before);
+}
+
+#[test]
+fn a_flipped_byte_on_the_wire_is_caught_and_the_next_cycle_succeeds() {
+    let Some(s) = setup() else { return };
+    write_random(&mnt(&s.src).join("f"), 1 << 20, 2);
+    s.env.run_ok("j");
+    assert_replica(&s.src, &s.dst);
+    write_random(&mnt(&s.src).join("g"), 3 << 20, 3);
+    let before = snaps(&s.dst);
+    // Flip one bit of byte 1,000,000 of the client-to-server byte stream:
+    // inside the framed zfs stream (control messages are a few hundred bytes).
+    let perl = r#"perl -e 'binmode STDIN; binmode STDOUT; my $n = shift; my $pos = 0; while (my $r = sysread(STDIN, my $buf, 65536)) { if ($pos <= $n && $n < $pos + $r) { substr($buf, $n - $pos, 1) ^= chr(0x40) } syswrite(STDOUT, $buf); $pos += $r }' 1000000"#;
+    let flip = wrapper(&s.env, "flip.sh", perl);
+    let real = env!("CARGO_BIN_EXE_tandem");
+    s.env.rewrite(
+        &format!("tandem_path = \"{real}\""),
+        &format!("tandem_path = \"{flip}\""),
+    );
+    let text = s.env.run_fails("j");
+    assert!(
+        text.contains("corrupt frame") && text.contains("byte"),
+        "{text}"
+    );
+    assert_eq!(
+        snaps(&s.dst),
+        before,
+        "nothing of the corrupt stream was kept"
+    );
+    s.env.rewrite(
+        &format!("tandem_path = \"{flip}\""),
+        &format!("tandem_path = \"{real}\""),
+    );
+    let out = s.env.run_ok("j");
+    assert!(out.contains("incremental"), "{out}");
+    assert_replica(&s.src, &s.dst);
+}
+
+#[test]
+fn a_truncated_stream_is_caught_and_the_next_cycle_succeeds() {
+    let Some(s) = setup() else { return };
+    write_random(&mnt(&s.src).join("f"), 1 << 20, 4);
+    s.env.run_ok("j");
+    write_random(&mnt(&s.src).join("g"), 3 << 20, 5);
+    let before = snaps(&s.dst);
+    // The connection dies after 1,500,000 bytes (perl, not head: head's
+    // buffered output would hold back the small control messages).
+    let perl = r#"perl -e 'binmode STDIN; binmode STDOUT; my $left = shift; while ($left > 0 and my $r = sysread(STDIN, my $buf, $left < 65536 ? $left : 65536)) { syswrite(STDOUT, $buf); $left -= $r }' 1500000"#;
+    let cut = wrapper(&s.env, "cut.sh", perl);
+    let real = env!("CARGO_BIN_EXE_tandem");
+    s.env.rewrite(
+        &format!("tandem_path = \"{real}\""),
+        &format!("tandem_path = \"{cut}\""),
+    );
+    let text = s.env.run_fails("j");
+    assert!(
+        text.contains("truncated") || text.contains("closed"),
+        "{text}"
+    );
+    assert_eq!(snaps(&s.dst), before);
+    s.env.rewrite(
+        &format!("tandem_path = \"{cut}\""),
+        &format!("tandem_path = \"{real}\""),
+    );
+    s.env.run_ok("j");
+    assert_replica(&s.src, &s.dst);
+}
