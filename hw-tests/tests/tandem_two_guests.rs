@@ -47,6 +47,7 @@ fn scenario(lab: &Lab, share: &Share) -> Result<()> {
                 .guest("tandem-b")
                 .disk(2 * GIB)
                 .network(link.connect(), &format!("{B_IP}/24"))
+                .share(share.path())
                 .start()?;
             a.wait_ready()?;
             b.wait_ready()?;
@@ -54,6 +55,9 @@ fn scenario(lab: &Lab, share: &Share) -> Result<()> {
         },
     )?;
     println!("{}", install(&a)?.trim());
+    println!("{}", install(&b)?.trim());
+    // B runs `tandem serve --stdio` for A: its config lets peer "a" write tank/replica.
+    write_file(&b, CONFIG, "local_node = \"b\"\nstate_dir = \"/root/tandem-state\"\n[nodes.b]\naddress = \"local\"\n\n[[serve.peers]]\nname = \"a\"\nwrite = [\"tank/replica\"]\n")?;
 
     // ssh from A (where tandem runs) to B as root, with a key made here
     let pubkey = a.run(
@@ -67,9 +71,12 @@ fn scenario(lab: &Lab, share: &Share) -> Result<()> {
     b.run("zpool create -f -o ashift=12 tank /dev/vda && zfs create tank/replica")?;
     a.run(&format!("zfs create -V 64M -o volblocksize=16k {SRC}"))?;
     wait_dev(&a, DEV)?;
+    // Through `tandem serve` on B (the default transport); the last cycle
+    // below switches to plain `zfs` over ssh (`transport = "ssh"`).
     let node_b = format!(
         "address = \"{B_IP}\"\nssh_user = \"root\"\nssh_identity = \"/root/.ssh/id_ed25519\"\n\
-         ssh_options = [\"StrictHostKeyChecking=no\", \"UserKnownHostsFile=/dev/null\", \"LogLevel=ERROR\"]"
+         ssh_options = [\"StrictHostKeyChecking=no\", \"UserKnownHostsFile=/dev/null\", \"LogLevel=ERROR\"]\n\
+         tandem_path = \"{TANDEM}\"\nserve_args = [\"--config\", \"{CONFIG}\", \"--peer\", \"a\"]"
     );
     write_file(&a, CONFIG, &config(&node_b, &job("vm-100", SRC, DST, "")))?;
 
@@ -77,16 +84,24 @@ fn scenario(lab: &Lab, share: &Share) -> Result<()> {
         "bs=1M count=24",
         "bs=1M seek=30 count=6 conv=notrunc",
         "bs=1M seek=4 count=4 conv=notrunc",
+        "bs=1M seek=12 count=3 conv=notrunc",
     ];
     for (i, w) in writes.iter().enumerate() {
+        if i == 3 {
+            let plain = format!("{node_b}\ntransport = \"ssh\"");
+            write_file(&a, CONFIG, &config(&plain, &job("vm-100", SRC, DST, "")))?;
+        }
         // `zpool sync`: tandem decides "nothing changed" from `written`, which lags until the txg
         // syncs (reported separately by tandem_openzfs.rs); here the subject is the network path
         a.run(&format!(
             "dd if=/dev/urandom of={DEV} {w} conv=fsync status=none && zpool sync rpool"
         ))?;
-        let o = timed(&format!("tandem over ssh: cycle {i}"), || {
-            run_ok(&a, "vm-100")
-        })?;
+        let how = if i < 3 {
+            "tandem serve over ssh"
+        } else {
+            "plain zfs over ssh"
+        };
+        let o = timed(&format!("{how}: cycle {i}"), || run_ok(&a, "vm-100"))?;
         let want = if i == 0 { "full" } else { "incremental" };
         assert_eq!(o.plans(), [want], "{o}");
         let sent = o.sent_short().unwrap_or_else(|| panic!("no `sent` in {o}"));
@@ -99,7 +114,7 @@ fn scenario(lab: &Lab, share: &Share) -> Result<()> {
             "zvol content on B after cycle {i}"
         );
         println!(
-            "[check] cycle {i} ({want}, {} bytes over ssh): @{sent} guid {g} equal on A and B, \
+            "[check] cycle {i} ({want}, {} bytes, {how}): @{sent} guid {g} equal on A and B, \
              zvol sha256 equal",
             o.bytes()
         );

@@ -65,6 +65,15 @@ impl Policy {
         }
     }
 
+    fn own_bookmark(&self, b: &tandem_zfs::BookmarkName) -> Result<(), String> {
+        self.need_read(b.dataset())?;
+        if b.short().starts_with(OWN) {
+            Ok(())
+        } else {
+            Err(format!("{b} is not a tandem bookmark (only {OWN}* bookmarks may be created or destroyed by a peer)"))
+        }
+    }
+
     fn own_tag(tag: &str) -> Result<(), String> {
         if tag.starts_with(OWN) {
             Ok(())
@@ -88,6 +97,11 @@ impl Policy {
             },
             Request::Snapshot { names } => names.iter().try_for_each(|n| self.own_snapshot(n)),
             Request::DestroySnapshot { name } => self.own_snapshot(name),
+            Request::Bookmark { snapshot, bookmark } => {
+                self.need_read(snapshot.dataset())?;
+                self.own_bookmark(bookmark)
+            }
+            Request::DestroyBookmark { bookmark } => self.own_bookmark(bookmark),
             Request::Hold { tag, snapshot } | Request::Release { tag, snapshot } => {
                 Self::own_tag(tag)?;
                 self.need_read(snapshot.dataset())

@@ -6,6 +6,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 
 use tandem_stream::{Counters, EncodeOptions};
+use tandem_zfs::BookmarkName;
 use tandem_zfs::{
     Capabilities, Changed, DatasetName, HoldTag, Listing, RecvSpec, RecvStream, SendRequest,
     SendStream, SnapshotName, SshTarget, StreamHandle, WireCompress, Zfs, ZfsError,
@@ -424,6 +425,21 @@ impl Zfs for PeerZfs {
     async fn sync(&self, datasets: &[DatasetName]) -> Result<(), ZfsError> {
         self.unit(Request::Sync {
             datasets: datasets.to_vec(),
+        })
+        .await
+    }
+
+    async fn bookmark(&self, snap: &SnapshotName, bm: &BookmarkName) -> Result<Changed, ZfsError> {
+        self.changed(Request::Bookmark {
+            snapshot: snap.clone(),
+            bookmark: bm.clone(),
+        })
+        .await
+    }
+
+    async fn destroy_bookmark(&self, bm: &BookmarkName) -> Result<Changed, ZfsError> {
+        self.changed(Request::DestroyBookmark {
+            bookmark: bm.clone(),
         })
         .await
     }

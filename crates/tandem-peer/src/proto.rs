@@ -1,6 +1,7 @@
 //! Wire messages.
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use tandem_zfs::BookmarkName;
 use tandem_zfs::{
     Capabilities, DatasetName, Listing, RecvSpec, SendRequest, SnapshotName, WireCompress, ZfsError,
 };
@@ -96,6 +97,18 @@ pub enum Request {
         /// What.
         request: SendRequest,
     },
+    /// `zfs bookmark`.
+    Bookmark {
+        /// Of this snapshot.
+        snapshot: SnapshotName,
+        /// Named so.
+        bookmark: BookmarkName,
+    },
+    /// Destroy one of tandem's bookmarks.
+    DestroyBookmark {
+        /// Name.
+        bookmark: BookmarkName,
+    },
     /// `zpool sync` of the pools holding these datasets.
     Sync {
         /// Datasets.
@@ -122,6 +135,8 @@ impl Request {
             Request::ReceiveAbort { .. } => "receive_abort",
             Request::Estimate { .. } => "estimate",
             Request::Sync { .. } => "sync",
+            Request::Bookmark { .. } => "bookmark",
+            Request::DestroyBookmark { .. } => "destroy_bookmark",
         }
     }
 }

@@ -131,6 +131,10 @@ where
             },
             Request::ReceiveAbort { dataset } => changed(zfs.receive_abort(&dataset).await),
             Request::Sync { datasets } => unit(zfs.sync(&datasets).await),
+            Request::Bookmark { snapshot, bookmark } => {
+                changed(zfs.bookmark(&snapshot, &bookmark).await)
+            }
+            Request::DestroyBookmark { bookmark } => changed(zfs.destroy_bookmark(&bookmark).await),
             Request::Estimate { request } => match zfs.estimate(&request).await {
                 Ok(bytes) => Response::Estimate { bytes },
                 Err(e) => Response::Error(WireError::zfs(&e)),

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use tandem_zfs::{
-    Changed, DatasetName, Guid, Listing, RecvSpec, SendFlags, SendRequest, Snapshot, SnapshotName,
-    Zfs, ZfsError,
+    Changed, DatasetName, Guid, Listing, RecvSpec, SendBase, SendFlags, SendRequest, Snapshot,
+    SnapshotName, Zfs, ZfsError,
 };
 
 use crate::naming::JobName;
@@ -224,7 +224,7 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
             }),
             Plan::Incremental { base, to, .. } => Some(SendRequest::Snapshot {
                 snapshot: to.snapshot().clone(),
-                from: Some(base.name.clone()),
+                from: Some(SendBase::Snapshot(base.name.clone())),
                 intermediates: true,
                 flags: self.job.flags,
             }),
@@ -295,7 +295,9 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
                     }
                     (sl, tl) = self.list_both().await?;
                 }
-                Plan::Full { to } | Plan::Incremental { to, .. } => {
+                Plan::Full { to }
+                | Plan::Incremental { to, .. }
+                | Plan::IncrementalFromBookmark { to, .. } => {
                     // First success of this job (also after a crash between a
                     // full receive and recording it): make the replica read-only.
                     let first = matches!(p, Plan::Full { .. }) || self.previous_common.is_none();
@@ -466,6 +468,28 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
             if let Err(e) = self.tgt.release(&tag, &old).await {
                 out.warnings
                     .push(format!("release {tag} on {}:{old}: {e}", j.target.node));
+            }
+        }
+        // A bookmark of the new common snapshot on the source keeps an
+        // incremental possible if someone destroys the snapshot itself.
+        if let Ok(bm) = j.source.dataset.bookmark(s.name.short()) {
+            match self.src.bookmark(&s.name, &bm).await {
+                Ok(_) => {
+                    for old in src.map(|d| d.bookmarks.as_slice()).unwrap_or_default() {
+                        if old.name != bm && j.name.parse_own(old.name.short()).is_some() {
+                            if let Err(e) = self.src.destroy_bookmark(&old.name).await {
+                                out.warnings.push(format!(
+                                    "could not remove old bookmark {}:{}: {e}",
+                                    j.source.node, old.name
+                                ));
+                            }
+                        }
+                    }
+                }
+                Err(e) => out.warnings.push(format!(
+                    "could not bookmark {}:{}: {e}",
+                    j.source.node, s.name
+                )),
             }
         }
         let protect = [s.guid];

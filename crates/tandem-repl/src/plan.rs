@@ -10,7 +10,7 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tandem_zfs::{Dataset, DatasetName, Guid, Snapshot, SnapshotName};
+use tandem_zfs::{Bookmark, Dataset, DatasetName, Guid, Snapshot, SnapshotName};
 
 use crate::naming::JobName;
 
@@ -164,6 +164,17 @@ pub enum Plan {
         /// Where the send ends.
         to: SendTo,
     },
+    /// The newest common snapshot is gone from the source (pruned by
+    /// someone), but the job's bookmark of it remains: send the changes
+    /// since the bookmark (`send -i DATASET#BOOKMARK`), not everything.
+    IncrementalFromBookmark {
+        /// The bookmark on the source.
+        bookmark: Bookmark,
+        /// The snapshot it marks, on the target.
+        target_base: Snapshot,
+        /// Where the send ends.
+        to: SendTo,
+    },
     /// Resume an interrupted receive from the target's token.
     Resume {
         /// `receive_resume_token`.
@@ -184,6 +195,7 @@ impl Plan {
         match self {
             Plan::Full { .. } => "full",
             Plan::Incremental { .. } => "incremental",
+            Plan::IncrementalFromBookmark { .. } => "incremental-from-bookmark",
             Plan::Resume { .. } => "resume",
             Plan::UpToDate { .. } => "up-to-date",
             Plan::Conflict(_) => "conflict",
@@ -238,6 +250,11 @@ fn send_to(
     })
 }
 
+enum Base<'a> {
+    Snap(&'a Snapshot, &'a Snapshot),
+    Mark(&'a Bookmark, &'a Snapshot),
+}
+
 /// Plans one cycle of `job` from `source` to `target` at time `now`.
 pub fn plan(
     job: &JobName,
@@ -260,20 +277,37 @@ pub fn plan(
             token: token.clone(),
         });
     }
-    let Some((base, target_base)) = newest_common(src, tgt) else {
-        let same_name_other_guid = tgt
-            .snapshots
+    let common = newest_common(src, tgt);
+    // A bookmark on the source of a snapshot the target still has counts as
+    // common too: newer than any common snapshot when that was pruned.
+    let marked = tgt.snapshots.iter().rev().find_map(|t| {
+        src.bookmarks
             .iter()
-            .filter(|t| {
-                src.by_short(t.name.short())
-                    .is_some_and(|s| s.guid != t.guid)
-            })
-            .map(|t| t.name.to_string())
-            .collect();
-        return Ok(Plan::Conflict(Conflict::NoCommonSnapshot {
-            target: tgt.name.clone(),
-            same_name_other_guid,
-        }));
+            .find(|b| b.guid == t.guid)
+            .map(|b| (b, t))
+    });
+    let base = match (common, marked) {
+        (Some((_, ts)), Some((b, tb))) if tb.createtxg > ts.createtxg => Base::Mark(b, tb),
+        (Some((s, t)), _) => Base::Snap(s, t),
+        (None, Some((b, tb))) => Base::Mark(b, tb),
+        (None, None) => {
+            let same_name_other_guid = tgt
+                .snapshots
+                .iter()
+                .filter(|t| {
+                    src.by_short(t.name.short())
+                        .is_some_and(|s| s.guid != t.guid)
+                })
+                .map(|t| t.name.to_string())
+                .collect();
+            return Ok(Plan::Conflict(Conflict::NoCommonSnapshot {
+                target: tgt.name.clone(),
+                same_name_other_guid,
+            }));
+        }
+    };
+    let target_base = match base {
+        Base::Snap(_, t) | Base::Mark(_, t) => t,
     };
     let after: Vec<String> = tgt
         .snapshots
@@ -290,6 +324,16 @@ pub fn plan(
             written,
         }));
     }
+    let base = match base {
+        Base::Mark(bookmark, tb) => {
+            return Ok(Plan::IncrementalFromBookmark {
+                bookmark: bookmark.clone(),
+                target_base: tb.clone(),
+                to: send_to(job, src, Some(bookmark.guid), now)?,
+            })
+        }
+        Base::Snap(s, _) => s,
+    };
     let newest_is_base = src.newest().map(|n| n.guid) == Some(base.guid);
     if newest_is_base && src.written == Some(0) {
         return Ok(Plan::UpToDate {

@@ -9,7 +9,7 @@ use crate::caps::Capabilities;
 use crate::error::ZfsError;
 use crate::exec::{Invocation, Transport};
 use crate::model::Listing;
-use crate::name::{check_user_property, DatasetName, HoldTag, SnapshotName};
+use crate::name::{check_user_property, BookmarkName, DatasetName, HoldTag, SnapshotName};
 use crate::parse::{parse_listing, parse_send_estimate, LISTING_PROPS};
 use crate::stream::{RecvStream, SendStream};
 
@@ -36,6 +36,36 @@ pub struct SendFlags {
     pub embedded: bool,
 }
 
+/// The base of an incremental send: a snapshot, or a bookmark of one
+/// (which survives the snapshot's destruction).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SendBase {
+    /// `send -i/-I DATASET@SNAP`.
+    Snapshot(SnapshotName),
+    /// `send -i DATASET#BOOKMARK` (`-I` is not possible from a bookmark).
+    Bookmark(BookmarkName),
+}
+
+impl SendBase {
+    /// The dataset it belongs to.
+    pub fn dataset(&self) -> &DatasetName {
+        match self {
+            SendBase::Snapshot(s) => s.dataset(),
+            SendBase::Bookmark(b) => b.dataset(),
+        }
+    }
+}
+
+impl std::fmt::Display for SendBase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendBase::Snapshot(s) => s.fmt(f),
+            SendBase::Bookmark(b) => b.fmt(f),
+        }
+    }
+}
+
 /// What to send.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SendRequest {
@@ -44,7 +74,7 @@ pub enum SendRequest {
         /// The snapshot to send.
         snapshot: SnapshotName,
         /// Incremental base on the same dataset, if any.
-        from: Option<SnapshotName>,
+        from: Option<SendBase>,
         /// `-I` (with intermediate snapshots) rather than `-i`.
         intermediates: bool,
         /// Extra flags.
@@ -155,6 +185,18 @@ pub trait Zfs: Send + Sync {
         &self,
         req: &SendRequest,
     ) -> impl Future<Output = Result<Option<u64>, ZfsError>> + Send;
+    /// `zfs bookmark SNAPSHOT BOOKMARK` (where ZFS has bookmarks; else
+    /// [`Changed::Already`] without doing anything).
+    fn bookmark(
+        &self,
+        snap: &SnapshotName,
+        bm: &BookmarkName,
+    ) -> impl Future<Output = Result<Changed, ZfsError>> + Send;
+    /// Destroys one bookmark.
+    fn destroy_bookmark(
+        &self,
+        bm: &BookmarkName,
+    ) -> impl Future<Output = Result<Changed, ZfsError>> + Send;
     /// Commits the pools holding `datasets` to disk (`zpool sync`), so that
     /// `written` reflects every write made so far. OpenZFS updates
     /// `written` only when a transaction group commits (every few seconds),
@@ -284,9 +326,19 @@ impl CliZfs {
                         a.push("-e".into());
                     }
                 }
-                if let Some(base) = from {
-                    a.push(if *intermediates { "-I" } else { "-i" }.into());
-                    a.push(base.to_string());
+                match from {
+                    Some(SendBase::Snapshot(base)) => {
+                        a.push(if *intermediates { "-I" } else { "-i" }.into());
+                        a.push(base.to_string());
+                    }
+                    Some(SendBase::Bookmark(bm)) => {
+                        if !caps.bookmarks {
+                            return Err(self.unsupported(caps, "sends from a bookmark"));
+                        }
+                        a.push("-i".into());
+                        a.push(bm.to_string());
+                    }
+                    None => {}
                 }
                 a.push(snapshot.to_string());
             }
@@ -331,6 +383,10 @@ impl Zfs for CliZfs {
         let mut args: Vec<String> = ["get", "-H", "-p", "-o", "name,property,value", "-d", "1"]
             .map(String::from)
             .to_vec();
+        if caps.bookmarks {
+            args.push("-t".into());
+            args.push("filesystem,volume,snapshot,bookmark".into());
+        }
         args.push(props.join(","));
         args.extend(roots.iter().map(|r| r.to_string()));
         let inv = self.inv(args);
@@ -550,5 +606,25 @@ impl Zfs for CliZfs {
             .output()
             .await
             .map(|_| ())
+    }
+
+    async fn bookmark(&self, snap: &SnapshotName, bm: &BookmarkName) -> Result<Changed, ZfsError> {
+        if !self.caps().await?.bookmarks {
+            return Ok(Changed::Already);
+        }
+        let r = self
+            .inv(vec!["bookmark".into(), snap.to_string(), bm.to_string()])
+            .output()
+            .await;
+        idempotent(r, |e| e.to_string().contains("already exists"))
+    }
+
+    async fn destroy_bookmark(&self, bm: &BookmarkName) -> Result<Changed, ZfsError> {
+        idempotent(
+            self.inv(vec!["destroy".into(), bm.to_string()])
+                .output()
+                .await,
+            ZfsError::is_not_found,
+        )
     }
 }

@@ -28,9 +28,9 @@ pub mod parse;
 pub mod stream;
 
 pub use caps::Capabilities;
-pub use cli::{Changed, CliZfs, RecvSpec, SendFlags, SendRequest, WireCompress, Zfs};
+pub use cli::{Changed, CliZfs, RecvSpec, SendBase, SendFlags, SendRequest, WireCompress, Zfs};
 pub use error::ZfsError;
 pub use exec::{SshTarget, Transport, ZfsProcess};
-pub use model::{Dataset, DatasetKind, Guid, Listing, Snapshot};
-pub use name::{DatasetName, HoldTag, NameError, SnapshotName};
+pub use model::{Bookmark, Dataset, DatasetKind, Guid, Listing, Snapshot};
+pub use name::{BookmarkName, DatasetName, HoldTag, NameError, SnapshotName};
 pub use stream::{RecvStream, SendStream, StreamHandle};

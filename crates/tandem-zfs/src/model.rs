@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::name::{DatasetName, SnapshotName};
+use crate::name::{BookmarkName, DatasetName, SnapshotName};
 
 /// A snapshot's GUID: the identity that survives send/receive and renames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -33,6 +33,17 @@ pub struct Snapshot {
     pub userrefs: u64,
 }
 
+/// One bookmark as listed: a snapshot's GUID and position, without its data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bookmark {
+    /// Full name.
+    pub name: BookmarkName,
+    /// GUID of the snapshot it was made from.
+    pub guid: Guid,
+    /// That snapshot's createtxg.
+    pub createtxg: u64,
+}
+
 /// Filesystem or volume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -54,6 +65,9 @@ pub struct Dataset {
     pub guid: Guid,
     /// Snapshots, oldest first.
     pub snapshots: Vec<Snapshot>,
+    /// Bookmarks, oldest first (empty where ZFS has none).
+    #[serde(default)]
+    pub bookmarks: Vec<Bookmark>,
     /// `receive_resume_token`, when a resumable receive was interrupted.
     pub resume_token: Option<String>,
     /// `written`: bytes written since the newest snapshot (None where ZFS lacks it).

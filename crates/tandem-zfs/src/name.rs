@@ -162,6 +162,11 @@ impl DatasetName {
             || (self.0.starts_with(&other.0) && self.0.as_bytes().get(other.0.len()) == Some(&b'/'))
     }
 
+    /// The bookmark `self#short`, validated.
+    pub fn bookmark(&self, short: &str) -> Result<BookmarkName, NameError> {
+        BookmarkName::parse(&format!("{}#{}", self.0, short))
+    }
+
     /// The snapshot `self@short`, validated.
     pub fn snapshot(&self, short: &str) -> Result<SnapshotName, NameError> {
         SnapshotName::parse(&format!("{}@{}", self.0, short))
@@ -252,6 +257,62 @@ impl TryFrom<String> for SnapshotName {
 impl From<SnapshotName> for String {
     fn from(s: SnapshotName) -> String {
         s.to_string()
+    }
+}
+
+/// A bookmark name such as `rpool/data#tandem_vm-100_20261121T120000Z`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BookmarkName {
+    dataset: DatasetName,
+    short: String,
+}
+
+impl BookmarkName {
+    /// Validates `s` as `DATASET#BOOKMARK`.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        check_len(s)?;
+        let Some((ds, short)) = s.split_once('#') else {
+            return Err(NameError::new(s, "a bookmark name needs '#'"));
+        };
+        if short.contains('#') || short.contains('@') {
+            return Err(NameError::new(s, "more than one '#' or '@'"));
+        }
+        let dataset = DatasetName::parse(ds).map_err(|e| NameError::new(s, e.reason))?;
+        check_component(s, short, "bookmark name")?;
+        Ok(Self {
+            dataset,
+            short: short.to_owned(),
+        })
+    }
+
+    /// The dataset part.
+    pub fn dataset(&self) -> &DatasetName {
+        &self.dataset
+    }
+
+    /// The part after `#`.
+    pub fn short(&self) -> &str {
+        &self.short
+    }
+}
+
+impl fmt::Display for BookmarkName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}", self.dataset, self.short)
+    }
+}
+
+impl TryFrom<String> for BookmarkName {
+    type Error = NameError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<BookmarkName> for String {
+    fn from(b: BookmarkName) -> String {
+        b.to_string()
     }
 }
 

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{Dataset, DatasetKind, Guid, Listing, Snapshot};
-use crate::name::{DatasetName, SnapshotName};
+use crate::model::{Bookmark, Dataset, DatasetKind, Guid, Listing, Snapshot};
+use crate::name::{BookmarkName, DatasetName, SnapshotName};
 
 /// Output that does not look like what `zfs` prints.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -96,6 +96,7 @@ pub fn parse_listing(out: &str) -> Result<Listing, ParseError> {
 
     let mut datasets: BTreeMap<DatasetName, Dataset> = BTreeMap::new();
     let mut snaps: Vec<(String, Raw)> = Vec::new();
+    let mut marks: Vec<(String, Raw)> = Vec::new();
     for (name, r) in raw {
         let kind = match r.kind.as_deref() {
             Some("filesystem") => DatasetKind::Filesystem,
@@ -104,13 +105,20 @@ pub fn parse_listing(out: &str) -> Result<Listing, ParseError> {
                 snaps.push((name, r));
                 continue;
             }
-            // bookmarks and anything newer we do not replicate
+            Some("bookmark") => {
+                marks.push((name, r));
+                continue;
+            }
+            // anything newer we do not replicate
             Some(_) => continue,
             None if name.contains('@') => {
                 snaps.push((name, r));
                 continue;
             }
-            None if name.contains('#') => continue,
+            None if name.contains('#') => {
+                marks.push((name, r));
+                continue;
+            }
             None => DatasetKind::Filesystem,
         };
         let dname = DatasetName::parse(&name).map_err(|e| ParseError {
@@ -125,6 +133,7 @@ pub fn parse_listing(out: &str) -> Result<Listing, ParseError> {
                 kind,
                 guid: Guid(r.guid.unwrap_or(0)),
                 snapshots: Vec::new(),
+                bookmarks: Vec::new(),
                 resume_token: r.token,
                 written: r.written,
                 referenced: r.referenced,
@@ -155,8 +164,30 @@ pub fn parse_listing(out: &str) -> Result<Listing, ParseError> {
             ds.snapshots.push(snap);
         }
     }
+    for (name, r) in marks {
+        let bname = BookmarkName::parse(&name).map_err(|e| ParseError {
+            line: 0,
+            reason: e.to_string(),
+            text: name.clone(),
+        })?;
+        let (Some(guid), Some(createtxg)) = (r.guid, r.createtxg) else {
+            return Err(ParseError {
+                line: 0,
+                reason: "bookmark without guid or createtxg".into(),
+                text: name,
+            });
+        };
+        if let Some(ds) = datasets.get_mut(bname.dataset()) {
+            ds.bookmarks.push(Bookmark {
+                name: bname,
+                guid: Guid(guid),
+                createtxg,
+            });
+        }
+    }
     for ds in datasets.values_mut() {
         ds.snapshots.sort_by_key(|s| s.createtxg);
+        ds.bookmarks.sort_by_key(|b| b.createtxg);
     }
     Ok(Listing { datasets })
 }
@@ -198,7 +229,7 @@ ta/with space\ttype\tfilesystem\nta/with space\tguid\t6572284723678349132\nta/wi
     /// OpenZFS 2.3 adds `written`, `receive_resume_token`, volumes and bookmarks.
     const OPENZFS: &str = "rpool/data/vm-100-disk-0\ttype\tvolume\nrpool/data/vm-100-disk-0\tguid\t42\nrpool/data/vm-100-disk-0\twritten\t8192\nrpool/data/vm-100-disk-0\treceive_resume_token\t1-e604ea4bf-e0-789c63a2\n\
 rpool/data/vm-100-disk-0@a\ttype\tsnapshot\nrpool/data/vm-100-disk-0@a\tguid\t7\nrpool/data/vm-100-disk-0@a\tcreatetxg\t100\nrpool/data/vm-100-disk-0@a\twritten\t4096\nrpool/data/vm-100-disk-0@a\treceive_resume_token\t-\n\
-rpool/data/vm-100-disk-0#a\ttype\tbookmark\nrpool/data/vm-100-disk-0#a\tguid\t7\n";
+rpool/data/vm-100-disk-0#a\ttype\tbookmark\nrpool/data/vm-100-disk-0#a\tguid\t7\nrpool/data/vm-100-disk-0#a\tcreatetxg\t100\n";
 
     #[test]
     fn parses_zfs_fuse_listing() {
@@ -232,7 +263,13 @@ rpool/data/vm-100-disk-0#a\ttype\tbookmark\nrpool/data/vm-100-disk-0#a\tguid\t7\
         assert_eq!(v.kind, DatasetKind::Volume);
         assert_eq!(v.written, Some(8192));
         assert_eq!(v.resume_token.as_deref(), Some("1-e604ea4bf-e0-789c63a2"));
-        assert_eq!(v.snapshots.len(), 1, "bookmark skipped");
+        assert_eq!(v.snapshots.len(), 1, "bookmark is not a snapshot");
+        assert_eq!(v.bookmarks.len(), 1);
+        assert_eq!(v.bookmarks[0].guid, Guid(7));
+        assert_eq!(
+            v.bookmarks[0].name.to_string(),
+            "rpool/data/vm-100-disk-0#a"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! One ZFS backend type for every node, whatever reaches it.
 
 use tandem_peer::client::PeerZfs;
+use tandem_zfs::BookmarkName;
 use tandem_zfs::{
     Capabilities, Changed, CliZfs, DatasetName, HoldTag, Listing, RecvSpec, RecvStream,
     SendRequest, SendStream, SnapshotName, Zfs, ZfsError,
@@ -75,5 +76,11 @@ impl Zfs for NodeZfs {
     }
     async fn sync(&self, datasets: &[DatasetName]) -> Result<(), ZfsError> {
         delegate!(self, z => z.sync(datasets).await)
+    }
+    async fn bookmark(&self, snap: &SnapshotName, bm: &BookmarkName) -> Result<Changed, ZfsError> {
+        delegate!(self, z => z.bookmark(snap, bm).await)
+    }
+    async fn destroy_bookmark(&self, bm: &BookmarkName) -> Result<Changed, ZfsError> {
+        delegate!(self, z => z.destroy_bookmark(bm).await)
     }
 }

@@ -19,6 +19,7 @@ fn ds(name: &str, snaps: &[(&str, u64, u64)], written: Option<u64>) -> Dataset {
                 userrefs: 0,
             })
             .collect(),
+        bookmarks: Vec::new(),
         resume_token: None,
         written,
         referenced: None,
@@ -208,6 +209,49 @@ fn new_names_never_collide_within_a_second() {
 }
 
 #[test]
+fn a_bookmark_keeps_the_increment_when_the_common_snapshot_was_destroyed() {
+    let mut s = ds(
+        "a/src",
+        &[("tandem_j_20261121T100000Z", 5, 8), ("daily", 9, 14)],
+        Some(100),
+    );
+    let t = ds(
+        "b/dst",
+        &[
+            ("tandem_j_20261121T100000Z", 5, 2),
+            ("tandem_j_20261121T110000Z", 7, 3),
+        ],
+        Some(0),
+    );
+    // Without a bookmark the target would look diverged (it has a snapshot
+    // after the newest one the source still has): a human would be needed.
+    assert!(matches!(
+        run(Some(&s), Some(&t)),
+        Plan::Conflict(Conflict::TargetDiverged { .. })
+    ));
+    // The newer common snapshot (GUID 7) was destroyed on the source, its bookmark remains.
+    s.bookmarks.push(tandem_zfs::Bookmark {
+        name: DatasetName::parse("a/src")
+            .expect("n")
+            .bookmark("tandem_j_20261121T110000Z")
+            .expect("bm"),
+        guid: Guid(7),
+        createtxg: 11,
+    });
+    match run(Some(&s), Some(&t)) {
+        Plan::IncrementalFromBookmark {
+            bookmark,
+            target_base,
+            ..
+        } => {
+            assert_eq!(bookmark.guid, Guid(7));
+            assert_eq!(target_base.guid, Guid(7));
+        }
+        p => panic!("{p:?}"),
+    }
+}
+
+#[test]
 fn resume_token_wins() {
     let s = ds("a/src", &[("s", 7, 10)], None);
     let mut t = ds("b/dst", &[], None);
@@ -352,6 +396,7 @@ fn check_plan(w: &World, p: &Plan) -> Result<(), TestCaseError> {
         Plan::Conflict(Conflict::TargetDiverged { .. }) => {
             prop_assert!(w.newest_common_guid().is_some())
         }
+        Plan::IncrementalFromBookmark { .. } => prop_assert!(false, "no bookmarks in this model"),
         Plan::Conflict(Conflict::SourceMissing { .. }) | Plan::Resume { .. } => {}
     }
     Ok(())

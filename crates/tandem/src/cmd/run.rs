@@ -207,6 +207,13 @@ fn summary(p: &Plan) -> String {
                 )
             }
         }
+        Plan::IncrementalFromBookmark { bookmark, to, .. } => {
+            format!(
+                "incremental from bookmark {} (its snapshot was destroyed) -> {}",
+                bookmark.name,
+                to.snapshot().short()
+            )
+        }
         Plan::Resume { .. } => "resume the interrupted receive from its token".into(),
         Plan::UpToDate { common } => format!("up to date at {}", common.name.short()),
         Plan::Conflict(c) => format!("CONFLICT: {c}. What to do: {}", c.advice()),
@@ -232,7 +239,7 @@ async fn estimate<S: Zfs, T: Zfs>(
                 }
                 let req = tandem_zfs::SendRequest::Snapshot {
                     snapshot: newest.name.clone(),
-                    from: Some(base.name.clone()),
+                    from: Some(tandem_zfs::SendBase::Snapshot(base.name.clone())),
                     intermediates: true,
                     flags: ex.job.flags,
                 };
