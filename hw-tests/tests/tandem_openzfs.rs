@@ -687,3 +687,74 @@ fn tandem_raw_send_keeps_an_encrypted_replica_locked() {
         raw_suite,
     );
 }
+
+/// The job's common snapshot is destroyed on the source (as sanoid or an
+/// admin might, after releasing tandem's hold): the next cycle must send
+/// incrementally from tandem's cursor bookmark, not resend everything and
+/// not call the target diverged.
+fn bookmark_suite(g: &Guest, _f: &mut Findings) -> Result<()> {
+    let job_name = "vm-103";
+    let v = Vol::new(Kind::Zvol, 103);
+    v.create(g, &v.src)?;
+    write_file(g, CONFIG, &local_config(&job(job_name, &v.src, &v.dst, "")))?;
+    v.write(g, &v.src, 0)?;
+    let o = timed("tandem: full", || run_ok(g, job_name))?;
+    assert_eq!(o.plans(), ["full"], "{o}");
+    let full_bytes = o.bytes();
+    let base = o.sent_short().unwrap_or_default();
+    v.assert_replica(g, &base, "full")?;
+    // The job keeps a bookmark of the newest common snapshot on the source.
+    let marks = g.run(&format!("zfs list -H -t bookmark -o name,guid {}", v.src))?;
+    assert!(
+        marks.contains(&format!("{}#{base}", v.src)),
+        "bookmark of @{base}: {marks}"
+    );
+    // Someone prunes the common snapshot on the source.
+    g.run(&format!(
+        "zfs release tandem_{job_name} {src}@{base} && zfs destroy {src}@{base}",
+        src = v.src
+    ))?;
+    v.write(g, &v.src, 1)?;
+    g.run("zpool sync rpool")?;
+    let o = timed("tandem: incremental from the bookmark", || {
+        run_ok(g, job_name)
+    })?;
+    assert_eq!(o.plans(), ["incremental-from-bookmark"], "{o}");
+    assert!(
+        o.bytes() * 3 < full_bytes,
+        "sent {} bytes, a full stream is {full_bytes}: not a resend",
+        o.bytes()
+    );
+    let sent = o.sent_short().unwrap_or_default();
+    v.assert_replica(g, &sent, "incremental from bookmark")?;
+    println!(
+        "[check] bookmark: @{base} destroyed on the source, next cycle sent {} bytes (full: {full_bytes})",
+        o.bytes()
+    );
+    // The next cycle is an ordinary incremental again; one job bookmark remains.
+    v.write(g, &v.src, 2)?;
+    g.run("zpool sync rpool")?;
+    let o = run_ok(g, job_name)?;
+    assert_eq!(o.plans(), ["incremental"], "{o}");
+    v.assert_replica(
+        g,
+        &o.sent_short().unwrap_or_default(),
+        "incremental after bookmark",
+    )?;
+    let marks = g.run(&format!("zfs list -H -t bookmark -o name {}", v.src))?;
+    assert_eq!(
+        marks
+            .lines()
+            .filter(|l| l.contains("#tandem_vm-103_"))
+            .count(),
+        1,
+        "{marks}"
+    );
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs the QEMU lab (hw-tests/lab/lab.sh build) and target/debug/tandem"]
+fn tandem_bookmark_survives_a_pruned_base() {
+    with_rig("tandem_bookmark_survives_a_pruned_base", bookmark_suite);
+}

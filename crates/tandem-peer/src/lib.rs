@@ -21,3 +21,4 @@ pub mod auth;
 pub mod client;
 pub mod proto;
 pub mod server;
+pub mod tls;

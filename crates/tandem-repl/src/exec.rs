@@ -228,10 +228,16 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
                 intermediates: true,
                 flags: self.job.flags,
             }),
+            Plan::IncrementalFromBookmark { bookmark, to, .. } => Some(SendRequest::Snapshot {
+                snapshot: to.snapshot().clone(),
+                from: Some(SendBase::Bookmark(bookmark.name.clone())),
+                intermediates: false,
+                flags: self.job.flags,
+            }),
             Plan::Resume { token } => Some(SendRequest::Resume {
                 token: token.clone(),
             }),
-            _ => None,
+            Plan::UpToDate { .. } | Plan::Conflict(_) => None,
         }
     }
 

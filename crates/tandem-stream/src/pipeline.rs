@@ -240,11 +240,8 @@ where
         source: e,
     })?;
     stats.wire += t.len() as u64;
+    // Flushed, not closed: on a peer connection, messages follow the stream.
     output.flush().await.map_err(|e| StreamError::Write {
-        offset: stats.wire,
-        source: e,
-    })?;
-    output.shutdown().await.map_err(|e| StreamError::Write {
         offset: stats.wire,
         source: e,
     })?;

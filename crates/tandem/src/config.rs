@@ -15,6 +15,7 @@ use tandem_repl::state::{Direction, JobState};
 
 use tandem_peer::auth::Policy;
 use tandem_peer::client::{PeerZfs, SshConnector};
+use tandem_peer::tls::{TlsConnector, TlsFiles};
 use tandem_zfs::{CliZfs, DatasetName, SendFlags, SshTarget, Transport, WireCompress};
 
 use crate::backend::NodeZfs;
@@ -36,6 +37,15 @@ struct RawConfig {
     jobs: BTreeMap<String, RawJob>,
     #[serde(default)]
     serve: RawServe,
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,6 +85,7 @@ struct RawNode {
     tandem_path: String,
     #[serde(default)]
     serve_args: Vec<String>,
+    tls_port: Option<u16>,
     /// Fence levels belong to the fencing feature; accepted as opaque
     /// tables here so one config file serves every version.
     #[serde(default)]
@@ -141,7 +152,12 @@ pub struct Node {
     /// For ssh nodes: talk to `tandem serve --stdio` there (the default), or
     /// run plain `zfs` commands (`transport = "ssh"`).
     pub serve: Option<Vec<String>>,
+    /// For `transport = "tls"`: `host:port` of its `tandem serve --listen`.
+    pub tls: Option<String>,
 }
+
+/// Default port of `tandem serve --listen`.
+pub const DEFAULT_TLS_PORT: u16 = 7456;
 
 /// Compression setting of a job's stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -219,6 +235,9 @@ pub struct Config {
     pub jobs: BTreeMap<JobName, Job>,
     /// What each peer may do through `tandem serve` on this node.
     pub serve_peers: BTreeMap<String, Policy>,
+    /// This node's TLS material (`[tls]`), for `transport = "tls"` and
+    /// `tandem serve --listen`.
+    pub tls: Option<TlsFiles>,
 }
 
 /// Parses "1m", "90s", "1h30m".
@@ -358,8 +377,19 @@ impl Config {
             if n.zfs_path.is_empty() {
                 errors.push(format!("[{key}] zfs_path is empty"));
             }
+            let tls = match (n.transport.as_deref(), &transport) {
+                (Some("tls"), Transport::Ssh(t)) => {
+                    let port = n.tls_port.unwrap_or(DEFAULT_TLS_PORT);
+                    if t.host.contains(':') && !t.host.starts_with('[') {
+                        Some(format!("[{}]:{port}", t.host))
+                    } else {
+                        Some(format!("{}:{port}", t.host))
+                    }
+                }
+                _ => None,
+            };
             let serve = match (n.transport.as_deref(), &transport) {
-                (_, Transport::Local) => None,
+                (_, Transport::Local) | (Some("tls"), _) => None,
                 (None | Some("serve"), _) => {
                     let mut cmd = vec![n.tandem_path.clone(), "serve".into(), "--stdio".into()];
                     cmd.extend(n.serve_args.iter().cloned());
@@ -379,6 +409,7 @@ impl Config {
                     transport,
                     zfs_path: n.zfs_path.clone(),
                     serve,
+                    tls,
                 },
             );
         }
@@ -412,6 +443,17 @@ impl Config {
             {
                 errors.push(format!("[{key}] peer {:?} is listed twice", p.name));
             }
+        }
+        if raw.tls.is_none()
+            && raw
+                .nodes
+                .values()
+                .any(|n| n.transport.as_deref() == Some("tls"))
+        {
+            errors.push(
+                "a node uses transport = \"tls\" but there is no [tls] table (cert, key, ca)"
+                    .into(),
+            );
         }
         let mut jobs = BTreeMap::new();
         let mut targets: BTreeMap<String, String> = BTreeMap::new();
@@ -507,15 +549,39 @@ impl Config {
             nodes,
             jobs,
             serve_peers,
+            tls: raw.tls.map(|t| TlsFiles {
+                cert: t.cert,
+                key: t.key,
+                ca: t.ca,
+            }),
         })
     }
 
     /// A ZFS backend per node: local `zfs`, `zfs` over ssh, or a remote
     /// `tandem serve` through ssh.
-    pub fn backends(&self) -> BTreeMap<String, NodeZfs> {
+    pub fn backends(&self) -> Result<BTreeMap<String, NodeZfs>> {
+        let mut tls_client = None;
         self.nodes
             .iter()
             .map(|(n, node)| {
+                if let (Some(addr), Some(files)) = (&node.tls, &self.tls) {
+                    if tls_client.is_none() {
+                        tls_client = Some(
+                            tandem_peer::tls::client_config(files)
+                                .with_context(|| format!("{}: [tls]", self.path.display()))?,
+                        );
+                    }
+                    let config = tls_client.clone().context("TLS client configuration")?;
+                    let c = TlsConnector {
+                        addr: addr.clone(),
+                        node: n.clone(),
+                        config,
+                    };
+                    return Ok((
+                        n.clone(),
+                        NodeZfs::Peer(PeerZfs::new(n, &self.local_node, Arc::new(c))),
+                    ));
+                }
                 let z = match (&node.transport, &node.serve) {
                     (Transport::Ssh(t), Some(remote)) => {
                         let c = SshConnector {
@@ -526,7 +592,7 @@ impl Config {
                     }
                     _ => NodeZfs::Cli(CliZfs::new(n, node.transport.clone(), &node.zfs_path)),
                 };
-                (n.clone(), z)
+                Ok((n.clone(), z))
             })
             .collect()
     }

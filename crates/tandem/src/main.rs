@@ -61,14 +61,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The peer agent other nodes talk to (through ssh: `--stdio`)
+    /// The peer agent other nodes talk to: over ssh (`--stdio`) or mutual TLS (`--listen`)
+    #[command(group(clap::ArgGroup::new("how").required(true).args(["stdio", "listen"])))]
     Serve {
         /// Speak the protocol on stdin/stdout (an ssh forced command)
-        #[arg(long, required = true)]
+        #[arg(long)]
         stdio: bool,
-        /// The connecting peer's identity [default: $TANDEM_PEER]
+        /// Accept mutual-TLS connections on ADDR (e.g. 0.0.0.0:7456), with [tls] and [[serve.peers]]
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// With --stdio: the connecting peer's identity [default: $TANDEM_PEER]
         #[arg(long)]
         peer: Option<String>,
+    },
+    /// Make the cluster CA and node certificates for the TLS transport
+    Cert {
+        #[command(subcommand)]
+        what: CertCmd,
     },
     /// Demonstrate on two throw-away file-backed pools (needs a running ZFS)
     Demo {
@@ -81,6 +90,24 @@ enum Command {
         /// Directory for the pool files [default: a new temporary directory]
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CertCmd {
+    /// Create a CA (ca.crt, ca.key) in DIR
+    Ca {
+        /// Where to write [default: /etc/tandem/tls]
+        #[arg(long, default_value = "/etc/tandem/tls")]
+        dir: PathBuf,
+    },
+    /// Create NAME.crt and NAME.key in DIR, signed by DIR/ca.crt (NAME = the node name)
+    Node {
+        /// The node name (as in [nodes.NAME] and [[serve.peers]] name)
+        name: String,
+        /// Where the CA is and the files go [default: /etc/tandem/tls]
+        #[arg(long, default_value = "/etc/tandem/tls")]
+        dir: PathBuf,
     },
 }
 
@@ -129,7 +156,22 @@ fn main() -> ExitCode {
             Command::Status { json } => cmd::status::status(&path, json).await,
             Command::Plan { jobs, json } => cmd::run::plan(&path, &jobs, json).await,
             Command::Demo { cycles, keep, dir } => cmd::demo::demo(cycles, keep, dir).await,
-            Command::Serve { stdio: _, peer } => cmd::serve::serve_stdio(&path, peer).await,
+            Command::Serve {
+                stdio: _,
+                listen: Some(addr),
+                ..
+            } => cmd::serve::serve_listen(&path, &addr).await,
+            Command::Serve {
+                stdio: _,
+                listen: None,
+                peer,
+            } => cmd::serve::serve_stdio(&path, peer).await,
+            Command::Cert {
+                what: CertCmd::Ca { dir },
+            } => cmd::cert::ca(&dir),
+            Command::Cert {
+                what: CertCmd::Node { name, dir },
+            } => cmd::cert::node(&name, &dir),
         }
     });
     match result {

@@ -158,3 +158,75 @@ fn a_truncated_stream_is_caught_and_the_next_cycle_succeeds() {
     s.env.run_ok("j");
     assert_replica(&s.src, &s.dst);
 }
+
+fn tls_setup() -> Option<(Pool, Pool, String, String, Env)> {
+    if !zfs_available() {
+        return None;
+    }
+    let (a, b) = (Pool::new("a"), Pool::new("b"));
+    let (src, dst) = (a.ds("vm"), b.ds("vm"));
+    zfs(&["create", &src]);
+    write_random(&mnt(&src).join("f"), 1 << 20, 6);
+    let env = Env::new(Via::Tls, &job("j", &src, &dst, ""))?;
+    Some((a, b, src, dst, env))
+}
+
+#[test]
+fn tls_clients_without_a_valid_certificate_are_refused_before_any_zfs_call() {
+    let Some((a, b, src, dst, env)) = tls_setup() else {
+        return;
+    };
+    env.run_ok("j");
+    assert_replica(&src, &dst);
+    let (sa, sb) = (pool_state(&a), pool_state(&b));
+    let tls = env.dir.path().join("tls");
+    // A certificate from another CA: the handshake fails.
+    let rogue = env.dir.path().join("rogue");
+    make_certs(&rogue, &["src"]);
+    let cfg = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        cfg.replace(
+            &format!("{}/src.", tls.display()),
+            &format!("{}/src.", rogue.display()),
+        ),
+    )
+    .unwrap();
+    write_random(&mnt(&src).join("g"), 1 << 20, 7);
+    let text = env.run_fails("j");
+    assert!(
+        text.contains("TLS handshake failed")
+            || text.contains("closed")
+            || text.contains("Broken pipe"),
+        "{text}"
+    );
+    // A certificate from the right CA whose name is no configured peer.
+    cmd(
+        env!("CARGO_BIN_EXE_tandem"),
+        &["cert", "node", "mallory", "--dir", tls.to_str().unwrap()],
+    );
+    std::fs::write(
+        &env.config,
+        cfg.replace(
+            &format!("{}/src.", tls.display()),
+            &format!("{}/mallory.", tls.display()),
+        ),
+    )
+    .unwrap();
+    let text = env.run_fails("j");
+    assert!(text.contains("node dst"), "{text}");
+    let log =
+        std::fs::read_to_string(env.server.as_ref().unwrap().0.with_extension("log")).unwrap();
+    assert!(log.contains("refused: TLS handshake failed"), "{log}");
+    assert!(
+        log.contains("refused: the client certificate names no [[serve.peers]] entry"),
+        "{log}"
+    );
+    assert_eq!(pool_state(&b), sb, "target pool unchanged");
+    // (the source may carry the snapshots of the refused cycles; its data is untouched)
+    let _ = sa;
+    // The right certificate works again.
+    std::fs::write(&env.config, cfg).unwrap();
+    env.run_ok("j");
+    assert_replica(&src, &dst);
+}

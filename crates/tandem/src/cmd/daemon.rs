@@ -50,7 +50,7 @@ fn schedule(cfg: &Config, store: &StateStore) -> Vec<(JobName, Duration)> {
 pub async fn daemon(path: &Path) -> Result<ExitCode> {
     let (cfg, store) = load(path)?;
     let mut cur = Loaded {
-        nodes: Arc::new(cfg.backends()),
+        nodes: Arc::new(cfg.backends()?),
         cfg,
     };
     let mut tt = Timetable::default();
@@ -109,12 +109,12 @@ pub async fn daemon(path: &Path) -> Result<ExitCode> {
             Some((job, ok)) = done_rx.recv() => tt.finished(&job, ok, Instant::now(), fastrand::f64()),
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             _ = hup.recv() => {
-                match Config::load(path) {
-                    Ok(cfg) => {
+                match Config::load(path).and_then(|cfg| Ok((cfg.backends()?, cfg))) {
+                    Ok((nodes, cfg)) => {
                         let jobs = schedule(&cfg, &store);
                         tracing::info!(jobs = jobs.len(), "configuration reloaded");
                         tt.set_jobs(&jobs, Instant::now());
-                        cur = Loaded { nodes: Arc::new(cfg.backends()), cfg };
+                        cur = Loaded { nodes: Arc::new(nodes), cfg };
                     }
                     Err(e) => tracing::error!("reload failed, keeping the running configuration: {e:#}"),
                 }

@@ -176,7 +176,7 @@ async fn run_demo(cycles: u32, dir: &Path, src_pool: &str, dst_pool: &str) -> Re
 
     let cfg = Config::parse(&text, &cfg_path)?;
     let store = StateStore::open(&cfg.state_dir)?;
-    let nodes = cfg.backends();
+    let nodes = cfg.backends()?;
     let job = cfg
         .jobs
         .values()

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod cert;
 pub mod daemon;
 pub mod demo;
 pub mod run;

@@ -85,7 +85,7 @@ pub async fn run(path: &Path, names: &[String], no_wait: bool, json: bool) -> Re
         .iter()
         .map(|j| store.load(&j.name).map(|st| j.spec(&st)))
         .collect::<Result<_, _>>()?;
-    let nodes = cfg.backends();
+    let nodes = cfg.backends()?;
     let opts = CycleOptions {
         lock_wait: if no_wait {
             Duration::ZERO
@@ -116,7 +116,7 @@ pub async fn run(path: &Path, names: &[String], no_wait: bool, json: bool) -> Re
 pub async fn plan(path: &Path, names: &[String], json: bool) -> Result<ExitCode> {
     let (cfg, store) = load(path)?;
     let jobs = cfg.select(names)?;
-    let nodes = cfg.backends();
+    let nodes = cfg.backends()?;
     let mut rows = Vec::new();
     let mut bad = 0;
     for j in jobs {

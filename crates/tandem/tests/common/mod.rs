@@ -234,6 +234,8 @@ pub enum Via {
     Ssh,
     /// The target through ssh and `tandem serve --stdio` there.
     Serve,
+    /// The target through mutual TLS to `tandem serve --listen`.
+    Tls,
 }
 
 /// A test environment: a state dir, a config file and the binary.
@@ -241,6 +243,57 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub via: Via,
+    /// For `Via::Tls`: the serving node's config and its running server.
+    pub server: Option<(PathBuf, std::process::Child)>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some((_, c)) = self.server.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `tandem cert ...` into `dir`.
+pub fn make_certs(dir: &Path, nodes: &[&str]) {
+    let t = env!("CARGO_BIN_EXE_tandem");
+    cmd(t, &["cert", "ca", "--dir", dir.to_str().unwrap()]);
+    for n in nodes {
+        cmd(t, &["cert", "node", n, "--dir", dir.to_str().unwrap()]);
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `tandem serve --listen` as node `dst` (config `cfg`) and waits
+/// until it accepts connections.
+pub fn start_tls_server(cfg: &Path, port: u16) -> std::process::Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .arg("--config")
+        .arg(cfg)
+        .args(["-v", "serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(cfg.with_extension("log")).unwrap())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return child;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("tandem serve --listen on port {port} did not start");
 }
 
 impl Env {
@@ -248,8 +301,17 @@ impl Env {
     /// loopback sshd), plus the given job tables.
     pub fn new(via: Via, jobs: &str) -> Option<Env> {
         let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let tls_dir = dir.path().join("tls");
         let dst = match via {
             Via::Local => "[nodes.dst]\naddress = \"local\"\n".to_owned(),
+            Via::Tls => {
+                make_certs(&tls_dir, &["src", "dst"]);
+                format!(
+                    "[nodes.dst]\naddress = \"127.0.0.1\"\ntransport = \"tls\"\ntls_port = {port}\n\n[tls]\ncert = \"{0}/src.crt\"\nkey = \"{0}/src.key\"\nca = \"{0}/ca.crt\"\n",
+                    tls_dir.display()
+                )
+            }
             Via::Ssh | Via::Serve => {
                 let (port, key) = ssh_target()?;
                 let mut n = format!(
@@ -288,7 +350,29 @@ impl Env {
         let text = format!("state_dir = \"{}/state\"\nlocal_node = \"src\"\n[nodes.src]\naddress = \"local\"\n{dst}\n{serve}\n{jobs}", dir.path().display());
         let config = dir.path().join("tandem.toml");
         std::fs::write(&config, text).unwrap();
-        Some(Env { dir, config, via })
+        let server = if via == Via::Tls {
+            let scfg = dir.path().join("server.toml");
+            std::fs::write(
+                &scfg,
+                format!(
+                    "state_dir = \"{0}/server-state\"\nlocal_node = \"dst\"\n[nodes.dst]\naddress = \"local\"\n[tls]\ncert = \"{1}/dst.crt\"\nkey = \"{1}/dst.key\"\nca = \"{1}/ca.crt\"\n[[serve.peers]]\nname = \"src\"\nwrite = [{2}]\n",
+                    dir.path().display(),
+                    tls_dir.display(),
+                    write.join(", ")
+                ),
+            )
+            .unwrap();
+            let child = start_tls_server(&scfg, port);
+            Some((scfg, child))
+        } else {
+            None
+        };
+        Some(Env {
+            dir,
+            config,
+            via,
+            server,
+        })
     }
 
     /// Replaces the config text's jobs.
@@ -397,6 +481,12 @@ macro_rules! both_transports {
             fn serve() {
                 if zfs_available() {
                     ($body)(Via::Serve)
+                }
+            }
+            #[test]
+            fn tls() {
+                if zfs_available() {
+                    ($body)(Via::Tls)
                 }
             }
         }
