@@ -140,6 +140,16 @@ impl PeerZfs {
             return Ok(c);
         }
         let mut c = self.connector.connect().await?;
+        // A refused connection (an untrusted certificate, an unknown peer)
+        // surfaces here, as the first exchange failing.
+        let refused = |e: ProtoError| {
+            ZfsError::Ssh {
+            cmd: format!("[{}] {}", self.node, self.connector.describe()),
+            msg: format!(
+                "the peer refused the connection ({e}); check that it trusts our certificate or key and lists this node in [[serve.peers]]"
+            ),
+        }
+        };
         write_msg(
             &mut c.w,
             &Request::Hello {
@@ -148,16 +158,19 @@ impl PeerZfs {
             },
         )
         .await
-        .map_err(|e| proto_err(&self.node, e))?;
+        .map_err(refused)?;
         match read_msg::<_, Response>(&mut c.r).await {
             Ok(Some(Response::Hello { node, peer, .. })) => {
                 tracing::debug!(peer = %self.node, remote_node = %node, as_identity = %peer, "connected to tandem serve");
                 Ok(c)
             }
             Ok(Some(Response::Error(e))) => Err(e.into_zfs(&self.node)),
-            Ok(Some(other)) => Err(proto_err(&self.node, ProtoError::Bad(format!("unexpected {other:?} to hello")))),
-            Ok(None) => Err(ZfsError::Ssh { cmd: format!("[{}] {}", self.node, self.connector.describe()), msg: "the connection closed before tandem serve answered (is tandem installed there, and does its config list this peer?)".into() }),
-            Err(e) => Err(proto_err(&self.node, e)),
+            Ok(Some(other)) => Err(proto_err(
+                &self.node,
+                ProtoError::Bad(format!("unexpected {other:?} to hello")),
+            )),
+            Ok(None) => Err(refused(ProtoError::Closed)),
+            Err(e) => Err(refused(e)),
         }
     }
 

@@ -46,7 +46,13 @@ pub struct CycleOptions {
     pub me: String,
     /// Jobs run at the same time.
     pub parallel: usize,
+    /// Where running transfers register their live counters, for progress
+    /// displays and logs; entries are removed when the job ends.
+    pub live: Option<Live>,
 }
+
+/// Live counters of the transfers running now, by job.
+pub type Live = Arc<std::sync::Mutex<BTreeMap<JobName, Arc<Progress>>>>;
 
 /// The result of one job in a cycle.
 #[derive(Debug)]
@@ -167,7 +173,15 @@ pub async fn run_cycle<Z: Zfs>(
         std::pin::Pin<Box<dyn std::future::Future<Output = JobReport> + Send + 'f>>;
     let futs: Vec<JobFuture<'_>> = locked
         .iter()
-        .map(|l| Box::pin(job_report(nodes, l.spec, store, &listings)) as JobFuture<'_>)
+        .map(|l| {
+            Box::pin(job_report(
+                nodes,
+                l.spec,
+                store,
+                &listings,
+                opts.live.clone(),
+            )) as JobFuture<'_>
+        })
         .collect();
     let results: Vec<JobReport> = stream::iter(futs)
         .buffer_unordered(opts.parallel.max(1))
@@ -208,10 +222,22 @@ async fn job_report<Z: Zfs>(
     spec: &JobSpec,
     store: &StateStore,
     listings: &BTreeMap<&str, Option<Listing>>,
+    live: Option<Live>,
 ) -> JobReport {
     let started = Utc::now();
     let t0 = Instant::now();
-    let result = run_one(nodes, spec, store, listings).await;
+    let progress = Arc::new(Progress::default());
+    if let Some(live) = &live {
+        if let Ok(mut m) = live.lock() {
+            m.insert(spec.name.clone(), progress.clone());
+        }
+    }
+    let result = run_one(nodes, spec, store, listings, progress).await;
+    if let Some(live) = &live {
+        if let Ok(mut m) = live.lock() {
+            m.remove(&spec.name);
+        }
+    }
     let duration = t0.elapsed();
     record(store, spec, started, duration, &result);
     JobReport {
@@ -227,6 +253,7 @@ async fn run_one<Z: Zfs>(
     spec: &JobSpec,
     store: &StateStore,
     listings: &BTreeMap<&str, Option<Listing>>,
+    progress: Arc<Progress>,
 ) -> Result<Outcome, CycleError> {
     let unknown = |node: &str| CycleError::UnknownNode {
         job: spec.name.to_string(),
@@ -250,7 +277,7 @@ async fn run_one<Z: Zfs>(
         job: spec,
         src,
         tgt,
-        progress: Arc::new(Progress::default()),
+        progress,
         previous_common: st.common.as_ref().map(|c| c.guid),
     };
     Ok(ex.run(shared, Utc::now).await?)

@@ -354,6 +354,14 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
             wire: self.job.wire,
             ..RecvSpec::default()
         };
+        // Size estimate for progress and ETA, where ZFS can give one.
+        self.progress
+            .bytes
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        let estimate = self.src.estimate(req).await.ok().flatten().unwrap_or(0);
+        self.progress
+            .estimate
+            .store(estimate, std::sync::atomic::Ordering::Relaxed);
         let send = self.src.send(req).await.map_err(zerr(sn))?;
         let (from, mut send) = (send.reader, send.handle);
         let recv = match self.tgt.receive(&spec).await {

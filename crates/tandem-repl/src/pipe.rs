@@ -29,6 +29,37 @@ impl Progress {
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
+
+    /// The size estimate, if one was made.
+    pub fn estimate(&self) -> Option<u64> {
+        Some(self.estimate.load(Ordering::Relaxed)).filter(|e| *e > 0)
+    }
+}
+
+/// Rate and ETA from two samples of a transfer, for progress lines.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Meter {
+    start: Option<(std::time::Instant, u64)>,
+}
+
+impl Meter {
+    /// (bytes per second since the first call, seconds left if an estimate
+    /// exists). The first call only sets the baseline and reports 0.
+    pub fn sample(&mut self, p: &Progress) -> (f64, Option<u64>) {
+        let (start, b0) = *self
+            .start
+            .get_or_insert_with(|| (std::time::Instant::now(), p.bytes()));
+        let secs = start.elapsed().as_secs_f64();
+        if secs < 0.1 {
+            return (0.0, None);
+        }
+        let rate = p.bytes().saturating_sub(b0) as f64 / secs;
+        let eta = p
+            .estimate()
+            .filter(|_| rate > 1.0)
+            .map(|e| (e.saturating_sub(p.bytes()) as f64 / rate) as u64);
+        (rate, eta)
+    }
 }
 
 /// Which side of the pipe failed.

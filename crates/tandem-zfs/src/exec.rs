@@ -6,6 +6,7 @@
 //! on its own task so a chatty child can never block (the classic
 //! `zfs send` deadlock), and every call is logged with its duration.
 
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Instant;
@@ -15,6 +16,10 @@ use tokio::process::{Child, ChildStderr, Command};
 use tokio::task::JoinHandle;
 
 use crate::error::ZfsError;
+
+/// Pipe capacity asked for on stream pipes (the default Linux maximum for
+/// unprivileged processes).
+const PIPE_SIZE: i32 = 1 << 20;
 
 /// Most stderr kept from one child; the rest is dropped.
 const STDERR_CAP: usize = 64 * 1024;
@@ -187,6 +192,16 @@ impl Invocation {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = cmd.spawn().map_err(|e| self.spawn_err(e))?;
+        // Bigger pipes (1 MiB instead of 64 KiB) mean fewer wake-ups per MB.
+        for fd in [
+            child.stdout.as_ref().map(|o| o.as_raw_fd()),
+            child.stdin.as_ref().map(|i| i.as_raw_fd()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+        }
         let stderr = child.stderr.take().map(drain);
         tracing::debug!(cmd = %self.display(), pid = child.id(), "zfs stream started");
         Ok(ZfsProcess {

@@ -195,9 +195,7 @@ fn tls_clients_without_a_valid_certificate_are_refused_before_any_zfs_call() {
     write_random(&mnt(&src).join("g"), 1 << 20, 7);
     let text = env.run_fails("j");
     assert!(
-        text.contains("TLS handshake failed")
-            || text.contains("closed")
-            || text.contains("Broken pipe"),
+        text.contains("TLS handshake failed") || text.contains("the peer refused the connection"),
         "{text}"
     );
     // A certificate from the right CA whose name is no configured peer.
@@ -214,7 +212,7 @@ fn tls_clients_without_a_valid_certificate_are_refused_before_any_zfs_call() {
     )
     .unwrap();
     let text = env.run_fails("j");
-    assert!(text.contains("node dst"), "{text}");
+    assert!(text.contains("the peer refused the connection"), "{text}");
     let log =
         std::fs::read_to_string(env.server.as_ref().unwrap().0.with_extension("log")).unwrap();
     assert!(log.contains("refused: TLS handshake failed"), "{log}");

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use tandem_repl::cycle::{run_cycle, CycleOptions};
+use tandem_repl::cycle::{run_cycle, CycleOptions, Live};
 use tandem_repl::exec::JobSpec;
 use tandem_repl::naming::JobName;
 use tandem_repl::sched::Timetable;
@@ -23,6 +23,9 @@ use tokio::time::Instant;
 
 use super::{load, me};
 use crate::config::Config;
+
+/// How often running transfers are logged.
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
 /// How long running cycles may take to finish after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(30);
@@ -44,6 +47,27 @@ fn schedule(cfg: &Config, store: &StateStore) -> Vec<(JobName, Duration)> {
         })
         .map(|j| (j.name.clone(), j.interval))
         .collect()
+}
+
+async fn report_progress(live: Live) {
+    let mut meters: BTreeMap<JobName, (tandem_repl::pipe::Meter, usize)> = BTreeMap::new();
+    let mut tick = tokio::time::interval(PROGRESS_EVERY);
+    loop {
+        tick.tick().await;
+        let running: Vec<(JobName, Arc<tandem_repl::pipe::Progress>)> = match live.lock() {
+            Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Err(_) => continue,
+        };
+        meters.retain(|j, _| running.iter().any(|(r, _)| r == j));
+        for (job, p) in running {
+            let (meter, seen) = meters.entry(job.clone()).or_default();
+            *seen += 1;
+            let (rate, eta) = meter.sample(&p);
+            if *seen > 1 && p.bytes() > 0 {
+                tracing::info!(job = %job, bytes = p.bytes(), estimate = p.estimate(), rate_bytes_per_s = rate as u64, eta_s = eta, "transfer in progress");
+            }
+        }
+    }
 }
 
 /// The daemon's main loop.
@@ -69,6 +93,9 @@ pub async fn daemon(path: &Path) -> Result<ExitCode> {
     let mut hup = signal(SignalKind::hangup())?;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(JobName, bool)>();
     let mut tasks = JoinSet::new();
+    // Running transfers report their progress to the log every 30 s.
+    let live: Live = Arc::default();
+    let reporter = tokio::spawn(report_progress(live.clone()));
 
     loop {
         let due = tt.take_due(Instant::now());
@@ -85,6 +112,7 @@ pub async fn daemon(path: &Path) -> Result<ExitCode> {
                 lock_wait: Duration::ZERO,
                 me: me("daemon"),
                 parallel: cur.cfg.parallel,
+                live: Some(live.clone()),
             };
             let due_names = due.clone();
             tasks.spawn(async move {
@@ -136,6 +164,7 @@ pub async fn daemon(path: &Path) -> Result<ExitCode> {
             }
         }
     }
+    reporter.abort();
     tracing::info!("tandem daemon stopped");
     Ok(ExitCode::SUCCESS)
 }

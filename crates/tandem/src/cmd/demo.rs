@@ -189,6 +189,7 @@ async fn run_demo(cycles: u32, dir: &Path, src_pool: &str, dst_pool: &str) -> Re
         lock_wait: Duration::from_secs(10),
         me: me("demo"),
         parallel: 1,
+        live: None,
     };
 
     for cycle in 1..=cycles.max(1) {

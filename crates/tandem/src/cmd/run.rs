@@ -7,8 +7,11 @@ use std::time::Duration;
 use anyhow::Result;
 use chrono::Utc;
 use serde_json::json;
-use tandem_repl::cycle::{run_cycle, CycleOptions, JobReport};
+use std::sync::Arc;
+
+use tandem_repl::cycle::{run_cycle, CycleOptions, JobReport, Live};
 use tandem_repl::exec::{Executor, JobSpec};
+use tandem_repl::pipe::Meter;
 use tandem_repl::pipe::Progress;
 use tandem_repl::plan::Plan;
 use tandem_zfs::Zfs;
@@ -94,8 +97,22 @@ pub async fn run(path: &Path, names: &[String], no_wait: bool, json: bool) -> Re
         },
         me: me("run"),
         parallel: cfg.parallel,
+        live: None,
     };
+    // On a terminal, a progress line per running transfer.
+    use std::io::IsTerminal;
+    let show = !json && std::io::stderr().is_terminal();
+    let live: Live = Arc::default();
+    let opts = CycleOptions {
+        live: show.then(|| live.clone()),
+        ..opts
+    };
+    let bar = show.then(|| tokio::spawn(progress_lines(live.clone())));
     let reports = run_cycle(&nodes, &specs, &store, &opts).await;
+    if let Some(b) = bar {
+        b.abort();
+        eprint!("\r\x1b[K");
+    }
     let failed = reports.iter().filter(|r| r.result.is_err()).count();
     if json {
         let v: Vec<_> = reports.iter().map(report_json).collect();
@@ -110,6 +127,38 @@ pub async fn run(path: &Path, names: &[String], no_wait: bool, json: bool) -> Re
     } else {
         ExitCode::from(1)
     })
+}
+
+async fn progress_lines(live: Live) {
+    use std::io::Write;
+    let mut meters: std::collections::BTreeMap<String, Meter> = Default::default();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let running: Vec<(String, Arc<Progress>)> = match live.lock() {
+            Ok(m) => m.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            Err(_) => continue,
+        };
+        let mut line = String::new();
+        for (job, p) in running.iter().filter(|(_, p)| p.bytes() > 0) {
+            let (rate, eta) = meters.entry(job.clone()).or_default().sample(p);
+            let of = p
+                .estimate()
+                .map(|e| format!(" of ~{}", bytes(e)))
+                .unwrap_or_default();
+            let eta = eta
+                .map(|s| format!(", ETA {}", age(s as i64)))
+                .unwrap_or_default();
+            line.push_str(&format!(
+                "{job}: {}{of} at {}/s{eta}  ",
+                bytes(p.bytes()),
+                bytes(rate as u64)
+            ));
+        }
+        let mut err = std::io::stderr();
+        let _ = write!(err, "\r\x1b[K{}", line.trim_end());
+        let _ = err.flush();
+    }
 }
 
 /// `tandem plan [JOB...]`: plans and size estimates, changing nothing.

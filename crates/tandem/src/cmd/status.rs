@@ -39,6 +39,8 @@ pub struct Row {
     pub last_bytes: u64,
     /// Duration of the last cycle.
     pub last_duration_ms: u64,
+    /// Stream bytes per second of the last transfer's cycle.
+    pub last_rate_bytes_per_s: Option<u64>,
     /// Failures in a row.
     pub consecutive_failures: u32,
     /// The last error, if the last cycle failed.
@@ -79,6 +81,8 @@ pub async fn status(path: &Path, json: bool) -> Result<ExitCode> {
             last_plan: st.last_plan.clone(),
             last_bytes: st.last_bytes,
             last_duration_ms: st.last_duration_ms,
+            last_rate_bytes_per_s: (st.last_duration_ms > 0 && st.last_bytes > 0)
+                .then(|| st.last_bytes * 1000 / st.last_duration_ms),
             consecutive_failures: st.consecutive_failures,
             last_error: st.last_error.clone(),
         });
