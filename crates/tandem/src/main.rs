@@ -74,6 +74,13 @@ enum Command {
         #[arg(long)]
         peer: Option<String>,
     },
+    /// Write man pages (tandem.1 and one per subcommand) into DIR
+    #[command(hide = true)]
+    Manpages {
+        /// Where to write [default: target/man]
+        #[arg(long, default_value = "target/man")]
+        dir: PathBuf,
+    },
     /// Make the cluster CA and node certificates for the TLS transport
     Cert {
         #[command(subcommand)]
@@ -109,6 +116,32 @@ enum CertCmd {
         #[arg(long, default_value = "/etc/tandem/tls")]
         dir: PathBuf,
     },
+}
+
+/// Renders `tandem.1` and `tandem-SUBCOMMAND.1` from the CLI definition,
+/// so the man pages never drift from `--help`.
+fn manpages(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let cmd = Cli::command();
+    let mut pages = vec![("tandem".to_owned(), cmd.clone())];
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        pages.push((
+            format!("tandem-{}", sub.get_name()),
+            sub.clone().name(format!("tandem-{}", sub.get_name())),
+        ));
+    }
+    for (name, c) in pages {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(c)
+            .render(&mut out)
+            .with_context(|| format!("rendering {name}.1"))?;
+        let path = dir.join(format!("{name}.1"));
+        std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
+        println!("{}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn init_logging(verbose: u8, daemon: bool) {
@@ -156,6 +189,7 @@ fn main() -> ExitCode {
             Command::Status { json } => cmd::status::status(&path, json).await,
             Command::Plan { jobs, json } => cmd::run::plan(&path, &jobs, json).await,
             Command::Demo { cycles, keep, dir } => cmd::demo::demo(cycles, keep, dir).await,
+            Command::Manpages { dir } => manpages(&dir),
             Command::Serve {
                 stdio: _,
                 listen: Some(addr),
