@@ -139,7 +139,7 @@ fn manpages(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("rendering {name}.1"))?;
         let path = dir.join(format!("{name}.1"));
         std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
-        println!("{}", path.display());
+        crate::outln!("{}", path.display());
     }
     Ok(ExitCode::SUCCESS)
 }

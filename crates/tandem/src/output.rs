@@ -41,3 +41,24 @@ mod tests {
         assert_eq!(age(-5), "0s");
     }
 }
+
+/// Writes one line to stdout. A closed stdout (`tandem status | head`)
+/// ends the program quietly, as it does for other Unix tools, instead of
+/// panicking as `println!` would.
+pub fn write_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_fmt(args).and_then(|_| o.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
+}
+
+/// `println!` that survives a closed stdout.
+#[macro_export]
+macro_rules! outln {
+    ($($t:tt)*) => {
+        $crate::output::write_line(format_args!($($t)*))
+    };
+}

@@ -46,7 +46,7 @@ pub fn ca(dir: &Path) -> Result<ExitCode> {
     let cert = p.self_signed(&key).context("signing the CA certificate")?;
     write_secret(&dir.join("ca.key"), &key.serialize_pem())?;
     write_public(&dir.join("ca.crt"), &cert.pem())?;
-    println!(
+    crate::outln!(
         "wrote {0}/ca.crt and {0}/ca.key (keep ca.key offline after making the node certificates)",
         dir.display()
     );
@@ -93,6 +93,6 @@ pub fn node(name: &str, dir: &Path) -> Result<ExitCode> {
         .context("signing the node certificate")?;
     write_secret(&dir.join(format!("{name}.key")), &key.serialize_pem())?;
     write_public(&dir.join(format!("{name}.crt")), &cert.pem())?;
-    println!("wrote {0}/{name}.crt and {0}/{name}.key; on node {name} set [tls] cert, key and ca = {0}/ca.crt", dir.display());
+    crate::outln!("wrote {0}/{name}.crt and {0}/{name}.key; on node {name} set [tls] cert, key and ca = {0}/ca.crt", dir.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -121,7 +121,7 @@ pub async fn demo(cycles: u32, keep: bool, dir: Option<PathBuf>) -> Result<ExitC
     let (src_pool, dst_pool) = (format!("tdemo{id}a"), format!("tdemo{id}b"));
     let result = run_demo(cycles, &dir, &src_pool, &dst_pool).await;
     if keep {
-        println!(
+        crate::outln!(
             "\nkept: pools {src_pool} and {dst_pool}, files in {}",
             dir.display()
         );
@@ -136,7 +136,7 @@ pub async fn demo(cycles: u32, keep: bool, dir: Option<PathBuf>) -> Result<ExitC
             }
         }
         let _ = std::fs::remove_dir_all(&dir);
-        println!(
+        crate::outln!(
             "\ncleaned up: destroyed pools {src_pool} and {dst_pool}, removed {}",
             dir.display()
         );
@@ -145,12 +145,12 @@ pub async fn demo(cycles: u32, keep: bool, dir: Option<PathBuf>) -> Result<ExitC
 }
 
 async fn run_demo(cycles: u32, dir: &Path, src_pool: &str, dst_pool: &str) -> Result<ExitCode> {
-    println!("== tandem demo: two file-backed pools on this machine ==");
+    crate::outln!("== tandem demo: two file-backed pools on this machine ==");
     for p in [src_pool, dst_pool] {
         let img = dir.join(format!("{p}.img"));
         std::fs::File::create(&img)?.set_len(256 << 20)?;
         sh("zpool", &["create", "-f", p, &img.to_string_lossy()]).await?;
-        println!("created pool {p} on {} (256 MiB file)", img.display());
+        crate::outln!("created pool {p} on {} (256 MiB file)", img.display());
     }
     sh(
         "zfs",
@@ -164,7 +164,7 @@ async fn run_demo(cycles: u32, dir: &Path, src_pool: &str, dst_pool: &str) -> Re
         .replace("@DST@", dst_pool);
     let cfg_path = dir.join("tandem.toml");
     std::fs::write(&cfg_path, &text)?;
-    println!(
+    crate::outln!(
         "config {} (embedded default):\n{}",
         cfg_path.display(),
         text.lines()
@@ -194,10 +194,10 @@ async fn run_demo(cycles: u32, dir: &Path, src_pool: &str, dst_pool: &str) -> Re
 
     for cycle in 1..=cycles.max(1) {
         let what = write_data(&src_dir, cycle)?;
-        println!("\n-- cycle {cycle}: on {}: {what}", spec.source);
+        crate::outln!("\n-- cycle {cycle}: on {}: {what}", spec.source);
         let reports = run_cycle(&nodes, std::slice::from_ref(&spec), &store, &opts).await;
         for r in &reports {
-            println!("{}", report_line(r, Some(&spec)));
+            crate::outln!("{}", report_line(r, Some(&spec)));
             if let Err(e) = &r.result {
                 bail!("the demo cycle failed: {e}");
             }
@@ -232,7 +232,7 @@ async fn run_demo(cycles: u32, dir: &Path, src_pool: &str, dst_pool: &str) -> Re
             d.map(|d| d.snapshots.iter().filter(|x| job.name.owns(x)).count())
                 .unwrap_or(0)
         };
-        println!(
+        crate::outln!(
             "   verified: newest snapshot GUID {} on both sides; {files} files, {bytes} bytes identical; job snapshots kept: {} / {} (keep = {})",
             sn.guid,
             own(sl.get(&spec.source.dataset)),
@@ -245,7 +245,7 @@ async fn run_demo(cycles: u32, dir: &Path, src_pool: &str, dst_pool: &str) -> Re
         .await?
         .join(".tandem-write-test");
     match std::fs::write(&probe, b"x") {
-        Err(e) => println!(
+        Err(e) => crate::outln!(
             "\nreplica {} is read-only: writing to it fails ({e})",
             spec.target
         ),
@@ -257,9 +257,9 @@ async fn run_demo(cycles: u32, dir: &Path, src_pool: &str, dst_pool: &str) -> Re
             );
         }
     }
-    println!("\n$ tandem --config {} status", cfg_path.display());
+    crate::outln!("\n$ tandem --config {} status", cfg_path.display());
     crate::cmd::status::status(&cfg_path, false).await?;
-    println!("\nUse the replica by hand: zfs clone {}@<snapshot> {dst}/restore-test  (see README, \"Using a replica\")", spec.target.dataset, dst = DatasetName::parse(dst_pool)?);
-    println!("Failover and reverse are not part of this demo yet (see README, Status).");
+    crate::outln!("\nUse the replica by hand: zfs clone {}@<snapshot> {dst}/restore-test  (see README, \"Using a replica\")", spec.target.dataset, dst = DatasetName::parse(dst_pool)?);
+    crate::outln!("Failover and reverse are not part of this demo yet (see README, Status).");
     Ok(ExitCode::SUCCESS)
 }

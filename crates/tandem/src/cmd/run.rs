@@ -116,10 +116,10 @@ pub async fn run(path: &Path, names: &[String], no_wait: bool, json: bool) -> Re
     let failed = reports.iter().filter(|r| r.result.is_err()).count();
     if json {
         let v: Vec<_> = reports.iter().map(report_json).collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         for r in &reports {
-            println!("{}", report_line(r, specs.iter().find(|s| s.name == r.job)));
+            crate::outln!("{}", report_line(r, specs.iter().find(|s| s.name == r.job)));
         }
     }
     Ok(if failed == 0 {
@@ -211,19 +211,19 @@ pub async fn plan(path: &Path, names: &[String], json: bool) -> Result<ExitCode>
         rows.push(row);
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         for r in &rows {
             let job = r["job"].as_str().unwrap_or("?");
             if let Some(e) = r["error"].as_str() {
-                println!("{job:<16} ERROR  {e}");
+                crate::outln!("{job:<16} ERROR  {e}");
                 continue;
             }
             let est = match r["estimated_bytes"].as_u64() {
                 Some(n) => bytes(n),
                 None => "size unknown".into(),
             };
-            println!("{job:<16} {}  [{est}]", r["summary"].as_str().unwrap_or(""));
+            crate::outln!("{job:<16} {}  [{est}]", r["summary"].as_str().unwrap_or(""));
         }
     }
     Ok(if bad == 0 {

@@ -88,11 +88,15 @@ pub async fn status(path: &Path, json: bool) -> Result<ExitCode> {
         });
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        println!(
+        crate::outln!(
             "{:<16} {:<9} {:<8} {:<10} {:<10} SOURCE -> TARGET",
-            "JOB", "STATE", "LAG", "LAST-OK", "LAST-SENT"
+            "JOB",
+            "STATE",
+            "LAG",
+            "LAST-OK",
+            "LAST-SENT"
         );
         for r in &rows {
             let last_ok = r
@@ -101,7 +105,7 @@ pub async fn status(path: &Path, json: bool) -> Result<ExitCode> {
                 .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
                 .map(|t| format!("{} ago", age((now - t.with_timezone(&Utc)).num_seconds())))
                 .unwrap_or_else(|| "-".into());
-            println!(
+            crate::outln!(
                 "{:<16} {:<9} {:<8} {:<10} {:<10} {} -> {}",
                 r.job,
                 r.state,
@@ -112,7 +116,7 @@ pub async fn status(path: &Path, json: bool) -> Result<ExitCode> {
                 r.target
             );
             if let Some(e) = &r.last_error {
-                println!("    error: {e}");
+                crate::outln!("    error: {e}");
             }
         }
     }
