@@ -27,21 +27,6 @@ pub fn age(secs: i64) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats() {
-        assert_eq!(bytes(512), "512 B");
-        assert_eq!(bytes(3 << 20), "3.0 MiB");
-        assert_eq!(age(42), "42s");
-        assert_eq!(age(192), "3m12s");
-        assert_eq!(age(7500), "2h05m");
-        assert_eq!(age(-5), "0s");
-    }
-}
-
 /// Writes one line to stdout. A closed stdout (`tandem status | head`)
 /// ends the program quietly, as it does for other Unix tools, instead of
 /// panicking as `println!` would.
@@ -61,4 +46,19 @@ macro_rules! outln {
     ($($t:tt)*) => {
         $crate::output::write_line(format_args!($($t)*))
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(3 << 20), "3.0 MiB");
+        assert_eq!(age(42), "42s");
+        assert_eq!(age(192), "3m12s");
+        assert_eq!(age(7500), "2h05m");
+        assert_eq!(age(-5), "0s");
+    }
 }
