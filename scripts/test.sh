@@ -21,12 +21,19 @@ echo "== host tier done in $(( t1 - t0 ))s"
 
 # The lab tier: OpenZFS 2.3 in QEMU guests (hw-tests/README.md). TANDEM_LAB=0 skips it.
 if [ "${TANDEM_LAB:-1}" = 1 ]; then
-  echo "== lab tier: building the OpenZFS guest lab (cached under target/lab)"
+  # One lab cache per machine (kernel modules and guest root, keyed on the
+  # kernel ABI and ZFS version), so later runs and other checkouts skip the
+  # ~5 minute build.
+  export TANDEM_LAB_DIR=${TANDEM_LAB_DIR:-/var/cache/tandem-lab}
+  echo "== lab tier: building the OpenZFS guest lab (cached under $TANDEM_LAB_DIR)"
   bash hw-tests/lab/lab.sh build
   cargo build --locked -p tandem           # guests run target/debug/tandem over 9p
   export TANDEM_LAB_REQUIRE=1
   echo "== lab tier: tests in QEMU guests"
-  cargo nextest run --locked -p tandem-hw-tests --run-ignored ignored-only --no-fail-fast
+  # The plumbing smoke tests that tandem's own lab tests repeat (plain send/recv
+  # and ssh between guests) are left to manual runs: see hw-tests/README.md.
+  cargo nextest run --locked -p tandem-hw-tests --run-ignored ignored-only --no-fail-fast \
+    -E 'not (binary(zfs_guest) | binary(two_guests))'
   echo "== lab tier done in $(( $(date +%s) - t1 ))s"
 else
   echo "== lab tier skipped (TANDEM_LAB=0)"
