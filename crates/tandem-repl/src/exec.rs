@@ -173,12 +173,16 @@ pub struct Executor<'a, S: Zfs, T: Zfs> {
 }
 
 impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
-    async fn list_both(&self) -> Result<(Listing, Listing), ReplError> {
-        // `written` must include every write made before this cycle.
-        self.src
-            .sync(std::slice::from_ref(&self.job.source.dataset))
-            .await
-            .map_err(zerr(self.src.node()))?;
+    /// Lists both sides. For planning, the source's pool is synced first so
+    /// that `written` includes every write made before this cycle; a
+    /// listing that only verifies a transfer skips that.
+    async fn list_both(&self, for_planning: bool) -> Result<(Listing, Listing), ReplError> {
+        if for_planning {
+            self.src
+                .sync(std::slice::from_ref(&self.job.source.dataset))
+                .await
+                .map_err(zerr(self.src.node()))?;
+        }
         let (a, b) = tokio::join!(
             self.src
                 .list(std::slice::from_ref(&self.job.source.dataset)),
@@ -250,7 +254,7 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
         let mut out = Outcome::default();
         let (mut sl, mut tl) = match listings {
             Some(l) => l,
-            None => self.list_both().await?,
+            None => self.list_both(true).await?,
         };
         for _round in 0..4 {
             let p = self.plan(&sl, &tl, now())?;
@@ -299,7 +303,7 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
                         }
                         Err(e) => return Err(e),
                     }
-                    (sl, tl) = self.list_both().await?;
+                    (sl, tl) = self.list_both(true).await?;
                 }
                 Plan::Full { to }
                 | Plan::Incremental { to, .. }
@@ -319,7 +323,7 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
                     let resumable = self.resumable().await?;
                     out.bytes += self.transfer(&req, resumable).await?;
                     out.sent = Some(to.snapshot().clone());
-                    (sl, tl) = self.list_both().await?;
+                    (sl, tl) = self.list_both(false).await?;
                     self.finish(&sl, &tl, to.snapshot(), first, &mut out)
                         .await?;
                     return Ok(out);

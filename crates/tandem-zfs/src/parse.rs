@@ -58,6 +58,26 @@ fn num<T: std::str::FromStr>(
     })
 }
 
+fn name_error(name: &str, e: crate::name::NameError) -> ParseError {
+    ParseError {
+        line: 0,
+        reason: e.to_string(),
+        text: name.to_owned(),
+    }
+}
+
+/// A snapshot's or bookmark's identity: both GUID and createtxg are required.
+fn guid_and_txg(r: &Raw, name: &str, what: &str) -> Result<(Guid, u64), ParseError> {
+    match (r.guid, r.createtxg) {
+        (Some(g), Some(t)) => Ok((Guid(g), t)),
+        _ => Err(ParseError {
+            line: 0,
+            reason: format!("{what} without guid or createtxg"),
+            text: name.to_owned(),
+        }),
+    }
+}
+
 /// Parses `zfs get -H -p -o name,property,value -r PROPS ROOTS...`.
 ///
 /// Lines are `name<TAB>property<TAB>value`; names may contain spaces, never
@@ -121,11 +141,7 @@ pub fn parse_listing(out: &str) -> Result<Listing, ParseError> {
             }
             None => DatasetKind::Filesystem,
         };
-        let dname = DatasetName::parse(&name).map_err(|e| ParseError {
-            line: 0,
-            reason: e.to_string(),
-            text: name.clone(),
-        })?;
+        let dname = DatasetName::parse(&name).map_err(|e| name_error(&name, e))?;
         datasets.insert(
             dname.clone(),
             Dataset {
@@ -141,21 +157,11 @@ pub fn parse_listing(out: &str) -> Result<Listing, ParseError> {
         );
     }
     for (name, r) in snaps {
-        let sname = SnapshotName::parse(&name).map_err(|e| ParseError {
-            line: 0,
-            reason: e.to_string(),
-            text: name.clone(),
-        })?;
-        let (Some(guid), Some(createtxg)) = (r.guid, r.createtxg) else {
-            return Err(ParseError {
-                line: 0,
-                reason: "snapshot without guid or createtxg".into(),
-                text: name,
-            });
-        };
+        let sname = SnapshotName::parse(&name).map_err(|e| name_error(&name, e))?;
+        let (guid, createtxg) = guid_and_txg(&r, &name, "snapshot")?;
         let snap = Snapshot {
             name: sname.clone(),
-            guid: Guid(guid),
+            guid,
             createtxg,
             creation: r.creation.unwrap_or(0),
             userrefs: r.userrefs.unwrap_or(0),
@@ -165,22 +171,12 @@ pub fn parse_listing(out: &str) -> Result<Listing, ParseError> {
         }
     }
     for (name, r) in marks {
-        let bname = BookmarkName::parse(&name).map_err(|e| ParseError {
-            line: 0,
-            reason: e.to_string(),
-            text: name.clone(),
-        })?;
-        let (Some(guid), Some(createtxg)) = (r.guid, r.createtxg) else {
-            return Err(ParseError {
-                line: 0,
-                reason: "bookmark without guid or createtxg".into(),
-                text: name,
-            });
-        };
+        let bname = BookmarkName::parse(&name).map_err(|e| name_error(&name, e))?;
+        let (guid, createtxg) = guid_and_txg(&r, &name, "bookmark")?;
         if let Some(ds) = datasets.get_mut(bname.dataset()) {
             ds.bookmarks.push(Bookmark {
                 name: bname,
-                guid: Guid(guid),
+                guid,
                 createtxg,
             });
         }
