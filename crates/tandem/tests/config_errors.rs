@@ -5,19 +5,6 @@
 mod common;
 use common::*;
 
-fn pool_state(p: &Pool) -> String {
-    zfs(&[
-        "get",
-        "-H",
-        "-p",
-        "-o",
-        "name,property,value",
-        "-r",
-        "guid,readonly,userrefs",
-        &p.name,
-    ])
-}
-
 #[test]
 fn bad_configs_are_refused_with_a_named_problem_and_no_pool_changes() {
     if !zfs_available() {

@@ -49,19 +49,6 @@ fn wrapper(env: &Env, name: &str, filter: &str) -> String {
     path.display().to_string()
 }
 
-fn pool_state(p: &Pool) -> String {
-    zfs(&[
-        "get",
-        "-H",
-        "-p",
-        "-o",
-        "name,property,value",
-        "-r",
-        "guid,userrefs",
-        &p.name,
-    ])
-}
-
 #[test]
 fn writing_outside_the_peers_prefixes_is_refused_before_any_zfs_call() {
     let Some(s) = setup() else { return };

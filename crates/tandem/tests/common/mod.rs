@@ -132,6 +132,21 @@ impl Drop for Pool {
     }
 }
 
+/// GUIDs, `readonly` and hold counts of everything in a pool: equal before
+/// and after means nothing in it changed.
+pub fn pool_state(p: &Pool) -> String {
+    zfs(&[
+        "get",
+        "-H",
+        "-p",
+        "-o",
+        "name,property,value",
+        "-r",
+        "guid,readonly,userrefs",
+        &p.name,
+    ])
+}
+
 /// Mountpoint of a filesystem.
 pub fn mnt(ds: &str) -> PathBuf {
     PathBuf::from(zfs(&["get", "-H", "-o", "value", "mountpoint", ds]).trim())
