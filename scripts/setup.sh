@@ -3,7 +3,10 @@
 #   zfs   - Debian's zfs-fuse (real ZFS pools in files, userspace) and its daemon
 #   sshd  - an sshd on 127.0.0.1:${TANDEM_TEST_SSH_PORT:-2222} with a throw-away key,
 #           for the remote-node tests (root login with that key only)
-# Usage: scripts/setup.sh [zfs] [sshd]      (no argument: both)
+#   ipmi  - OpenIPMI's ipmi_sim (a BMC simulator), ipmitool and Debian's
+#           fence-agents (fence_ipmilan), for the fencing tests and benchmark;
+#           scripts/ipmi-sim.sh starts a simulated BMC
+# Usage: scripts/setup.sh [zfs] [sshd] [ipmi]      (no argument: all)
 # Idempotent: a second run only checks that everything is up.
 set -euo pipefail
 
@@ -11,13 +14,18 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 # One test environment per machine, shared by every checkout (CI clones too).
 env_dir=${TANDEM_TEST_ENV:-/var/tmp/tandem-test-env}
 ssh_port=${TANDEM_TEST_SSH_PORT:-2222}
-want=${*:-zfs sshd}
+want=${*:-zfs sshd ipmi}
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 need_pkgs=()
 case " $want " in *" zfs "*) command -v zfs-fuse >/dev/null || need_pkgs+=(zfs-fuse) ;; esac
 case " $want " in *" sshd "*) [ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server); command -v ssh >/dev/null || need_pkgs+=(openssh-client) ;; esac
+case " $want " in *" ipmi "*)
+  command -v ipmi_sim >/dev/null || need_pkgs+=(openipmi)
+  command -v ipmitool >/dev/null || need_pkgs+=(ipmitool)
+  command -v fence_ipmilan >/dev/null || need_pkgs+=(fence-agents) ;;
+esac
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${need_pkgs[*]}"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq
@@ -106,3 +114,4 @@ CONF
 
 case " $want " in *" zfs-restart "*) stop_zfs; start_zfs ;; *" zfs "*) start_zfs ;; esac
 case " $want " in *" sshd "*) start_sshd ;; esac
+case " $want " in *" ipmi "*) echo "setup: ipmi_sim, ipmitool and fence_ipmilan are installed" ;; esac

@@ -207,7 +207,7 @@ impl GuestBuilder {
 
     /// Adds `count` disks of `size` bytes each (see [`GuestBuilder::disk`]).
     pub fn disks(mut self, count: usize, size: u64) -> Self {
-        self.disks.extend(std::iter::repeat(size).take(count));
+        self.disks.extend(std::iter::repeat_n(size, count));
         self
     }
 
