@@ -13,6 +13,7 @@ use tandem_repl::exec::{Endpoint, JobSpec};
 use tandem_repl::naming::JobName;
 use tandem_repl::state::{Direction, JobState};
 
+use tandem_fence::config::LevelConfig;
 use tandem_peer::auth::Policy;
 use tandem_peer::client::{PeerZfs, SshConnector};
 use tandem_peer::tls::{TlsConnector, TlsFiles};
@@ -86,11 +87,9 @@ struct RawNode {
     #[serde(default)]
     serve_args: Vec<String>,
     tls_port: Option<u16>,
-    /// Fence levels belong to the fencing feature; accepted as opaque
-    /// tables here so one config file serves every version.
+    /// Fence levels, tried in order.
     #[serde(default)]
-    #[allow(dead_code)]
-    fence: Vec<toml::Table>,
+    fence: Vec<LevelConfig>,
 }
 
 fn default_zfs() -> String {
@@ -154,6 +153,8 @@ pub struct Node {
     pub serve: Option<Vec<String>>,
     /// For `transport = "tls"`: `host:port` of its `tandem serve --listen`.
     pub tls: Option<String>,
+    /// Its fence levels (`[[nodes.NAME.fence]]`), in order.
+    pub fence: Vec<LevelConfig>,
 }
 
 /// Default port of `tandem serve --listen`.
@@ -410,6 +411,7 @@ impl Config {
                     zfs_path: n.zfs_path.clone(),
                     serve,
                     tls,
+                    fence: n.fence.clone(),
                 },
             );
         }
@@ -654,6 +656,8 @@ ssh_port = 2222
 [[nodes.oracle.fence]]
 kind = "ipmi"
 host = "10.0.0.101"
+username = "admin"
+password_file = "/etc/tandem/oracle.ipmi"
 [nodes.trinity]
 address = "local"
 [jobs.vm-1001]

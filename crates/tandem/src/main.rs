@@ -11,6 +11,7 @@
 mod backend;
 mod cmd;
 mod config;
+mod heartbeat;
 mod output;
 
 use std::path::PathBuf;
@@ -81,6 +82,11 @@ enum Command {
         #[arg(long, default_value = "target/man")]
         dir: PathBuf,
     },
+    /// Fence a node through its [[nodes.NODE.fence]] levels, or test them
+    Fence {
+        #[command(subcommand)]
+        what: FenceCmd,
+    },
     /// Make the cluster CA and node certificates for the TLS transport
     Cert {
         #[command(subcommand)]
@@ -97,6 +103,65 @@ enum Command {
         /// Directory for the pool files [default: a new temporary directory]
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum FenceCmd {
+    /// Report the node's power state (exit 0 on, 2 off, 1 error or unknown)
+    Status {
+        /// The node
+        node: String,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Power the node on and wait until a device confirms it
+    On {
+        /// The node
+        node: String,
+        /// Do not ask (required when not on a terminal)
+        #[arg(long)]
+        yes: bool,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fence: power the node off through its levels until one confirms it is off
+    Off {
+        /// The node
+        node: String,
+        /// Do not ask (required when not on a terminal)
+        #[arg(long)]
+        yes: bool,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Power off, confirm off, power on, confirm on (never a power cycle command)
+    Reboot {
+        /// The node
+        node: String,
+        /// Do not ask (required when not on a terminal)
+        #[arg(long)]
+        yes: bool,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Commissioning check of every level: reach, authenticate, privilege, power state
+    Test {
+        /// The node
+        node: String,
+        /// Also run the real drill: off, verify, on, verify
+        #[arg(long)]
+        power_cycle: bool,
+        /// Do not ask before --power-cycle (required when not on a terminal)
+        #[arg(long)]
+        yes: bool,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -200,6 +265,29 @@ fn main() -> ExitCode {
                 listen: None,
                 peer,
             } => cmd::serve::serve_stdio(&path, peer).await,
+            Command::Fence { what } => {
+                use cmd::fence::{fence, Action};
+                match what {
+                    FenceCmd::Status { node, json } => {
+                        fence(&path, Action::Status, &node, false, json).await
+                    }
+                    FenceCmd::On { node, yes, json } => {
+                        fence(&path, Action::On, &node, yes, json).await
+                    }
+                    FenceCmd::Off { node, yes, json } => {
+                        fence(&path, Action::Off, &node, yes, json).await
+                    }
+                    FenceCmd::Reboot { node, yes, json } => {
+                        fence(&path, Action::Reboot, &node, yes, json).await
+                    }
+                    FenceCmd::Test {
+                        node,
+                        power_cycle,
+                        yes,
+                        json,
+                    } => fence(&path, Action::Test { power_cycle }, &node, yes, json).await,
+                }
+            }
             Command::Cert {
                 what: CertCmd::Ca { dir },
             } => cmd::cert::ca(&dir),

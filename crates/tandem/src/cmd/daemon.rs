@@ -115,8 +115,10 @@ pub async fn daemon(path: &Path) -> Result<ExitCode> {
                 live: Some(live.clone()),
             };
             let due_names = due.clone();
+            let state_dir = cur.cfg.state_dir.clone();
             tasks.spawn(async move {
                 let reports = run_cycle(&*nodes, &specs, &store, &opts).await;
+                crate::heartbeat::record(&state_dir, &specs, &reports);
                 for name in due_names {
                     let r = reports.iter().find(|r| r.job == name);
                     let ok = r.is_some_and(|r| r.result.is_ok());

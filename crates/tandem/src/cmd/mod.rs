@@ -3,6 +3,7 @@
 pub mod cert;
 pub mod daemon;
 pub mod demo;
+pub mod fence;
 pub mod run;
 pub mod serve;
 pub mod status;

@@ -109,6 +109,7 @@ pub async fn run(path: &Path, names: &[String], no_wait: bool, json: bool) -> Re
     };
     let bar = show.then(|| tokio::spawn(progress_lines(live.clone())));
     let reports = run_cycle(&nodes, &specs, &store, &opts).await;
+    crate::heartbeat::record(&cfg.state_dir, &specs, &reports);
     if let Some(b) = bar {
         b.abort();
         eprint!("\r\x1b[K");

@@ -1,0 +1,430 @@
+//! `tandem fence status|on|off|reboot|test NODE`.
+//!
+//! Exit codes follow the fence-agents convention where it applies: `status`
+//! exits 0 when the node is on, 2 when it is off, 1 on any error or an
+//! unknown state; the other actions exit 0 on success and 1 on failure.
+//! Configuration errors exit 1 too here (2 would read as "off").
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use tandem_fence::config::BuildContext;
+use tandem_fence::level::{
+    fence_node, power_off_confirmed, power_on_confirmed, reboot_confirmed, Level,
+};
+use tandem_fence::{Check, FenceError, PowerState};
+
+use crate::config::Config;
+use crate::heartbeat::FileHeartbeat;
+use crate::outln;
+
+/// What `tandem fence` was asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Report the power state.
+    Status,
+    /// Power on.
+    On,
+    /// Power off (fence).
+    Off,
+    /// Off, confirmed, on.
+    Reboot,
+    /// The commissioning checklist.
+    Test {
+        /// Also run the real drill: off, verify, on, verify.
+        power_cycle: bool,
+    },
+}
+
+/// Builds a node's levels from the config (loads credentials).
+pub fn levels(cfg: &Config, node: &str) -> Result<Vec<Level>> {
+    let n = cfg.nodes.get(node).with_context(|| {
+        format!(
+            "{}: no node named {node:?} in [nodes] (known: {})",
+            cfg.path.display(),
+            cfg.nodes.keys().cloned().collect::<Vec<_>>().join(", ")
+        )
+    })?;
+    if n.fence.is_empty() {
+        bail!(
+            "{}: node {node:?} has no fence levels; add [[nodes.{node}.fence]] tables",
+            cfg.path.display()
+        );
+    }
+    let ctx = BuildContext {
+        heartbeat: Arc::new(FileHeartbeat::new(&cfg.state_dir, node)),
+    };
+    n.fence
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            l.build(
+                &format!("nodes.{node}.fence[{}] ({})", i + 1, l.kind()),
+                &ctx,
+            )
+            .map_err(|e| anyhow::anyhow!("{}: {e}", cfg.path.display()))
+        })
+        .collect()
+}
+
+/// Asks before a destructive action: on a terminal, the operator types
+/// the node's name; elsewhere `--yes` is required.
+pub fn confirm(what: &str, node: &str, yes: bool) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("refusing to {what} {node} without --yes (standard input is not a terminal)");
+    }
+    eprint!("This will {what} node {node}. Type the node's name to go on: ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    if line.trim() != node {
+        bail!("not confirmed; nothing done");
+    }
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct LevelResult {
+    level: usize,
+    kind: &'static str,
+    device: String,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<PowerState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    elapsed_ms: f64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    checks: Vec<Check>,
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 10.0).round() / 10.0
+}
+
+fn err_result(i: usize, l: &Level, e: &FenceError, t: Instant) -> LevelResult {
+    LevelResult {
+        level: i + 1,
+        kind: l.agent.kind(),
+        device: l.agent.device(),
+        ok: false,
+        state: None,
+        error: Some(e.to_string()),
+        elapsed_ms: ms(t.elapsed()),
+        checks: Vec::new(),
+    }
+}
+
+fn ok_result(i: usize, l: &Level, state: Option<PowerState>, t: Instant) -> LevelResult {
+    LevelResult {
+        level: i + 1,
+        kind: l.agent.kind(),
+        device: l.agent.device(),
+        ok: true,
+        state,
+        error: None,
+        elapsed_ms: ms(t.elapsed()),
+        checks: Vec::new(),
+    }
+}
+
+/// `tandem fence ACTION NODE`.
+pub async fn fence(
+    path: &Path,
+    action: Action,
+    node: &str,
+    yes: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    match fence_inner(path, action, node, yes, json).await {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            // Not exit 2: for `status` that would mean "off".
+            eprintln!("tandem: error: {e:#}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+async fn fence_inner(
+    path: &Path,
+    action: Action,
+    node: &str,
+    yes: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    let cfg = Config::load(path)?;
+    let levels = levels(&cfg, node)?;
+    match action {
+        Action::Status => status(node, &levels, json).await,
+        Action::Off => {
+            confirm("power off", node, yes)?;
+            let report = fence_node(node, &levels).await;
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for a in &report.attempts {
+                    match (&a.outcome, &a.error) {
+                        (Some(o), _) => outln!(
+                            "{node}: level {} {} {}: {} ({:.0} ms)",
+                            a.level,
+                            a.kind,
+                            a.device,
+                            match o {
+                                tandem_fence::FenceOutcome::AlreadyOff => "already off",
+                                tandem_fence::FenceOutcome::PoweredOff =>
+                                    "powered off, confirmed off",
+                            },
+                            a.elapsed_ms
+                        ),
+                        (None, Some(e)) => outln!(
+                            "{node}: level {} {} {}: FAILED: {e} ({:.0} ms)",
+                            a.level,
+                            a.kind,
+                            a.device,
+                            a.elapsed_ms
+                        ),
+                        (None, None) => {}
+                    }
+                }
+                if report.is_fenced() {
+                    outln!("{node}: fenced: power is off");
+                } else {
+                    outln!("{node}: NOT fenced: no level confirmed power off");
+                }
+            }
+            Ok(if report.is_fenced() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Action::On | Action::Reboot => {
+            let what = if action == Action::On {
+                "power on"
+            } else {
+                "reboot"
+            };
+            confirm(what, node, yes)?;
+            let mut results = Vec::new();
+            let mut ok = false;
+            for (i, l) in levels.iter().enumerate() {
+                let t = Instant::now();
+                let r = if action == Action::On {
+                    power_on_confirmed(l.agent.as_ref(), l.power_timeout, l.poll)
+                        .await
+                        .map(|_| ())
+                } else {
+                    reboot_confirmed(l.agent.as_ref(), l.power_timeout, l.poll)
+                        .await
+                        .map(|_| ())
+                };
+                match r {
+                    Ok(()) => {
+                        results.push(ok_result(i, l, Some(PowerState::On), t));
+                        ok = true;
+                        break;
+                    }
+                    Err(e) => results.push(err_result(i, l, &e, t)),
+                }
+            }
+            print_results(node, what, &results, json)?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Action::Test { power_cycle } => {
+            if power_cycle {
+                confirm("power-cycle (off, then on)", node, yes)?;
+            }
+            test(node, &levels, power_cycle, json).await
+        }
+    }
+}
+
+fn print_results(node: &str, what: &str, results: &[LevelResult], json: bool) -> Result<()> {
+    if json {
+        outln!("{}", serde_json::to_string_pretty(results)?);
+        return Ok(());
+    }
+    for r in results {
+        match &r.error {
+            None => outln!(
+                "{node}: level {} {} {}: {what}: done, confirmed ({:.0} ms)",
+                r.level,
+                r.kind,
+                r.device,
+                r.elapsed_ms
+            ),
+            Some(e) => outln!(
+                "{node}: level {} {} {}: {what} FAILED: {e} ({:.0} ms)",
+                r.level,
+                r.kind,
+                r.device,
+                r.elapsed_ms
+            ),
+        }
+    }
+    Ok(())
+}
+
+async fn status(node: &str, levels: &[Level], json: bool) -> Result<ExitCode> {
+    let mut results = Vec::new();
+    let mut state = None;
+    for (i, l) in levels.iter().enumerate() {
+        let t = Instant::now();
+        match l.agent.status().await {
+            Ok(s) => {
+                results.push(ok_result(i, l, Some(s), t));
+                if s != PowerState::Unknown {
+                    state = Some(s);
+                    break;
+                }
+            }
+            Err(e) => results.push(err_result(i, l, &e, t)),
+        }
+    }
+    if json {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            node: &'a str,
+            power: PowerState,
+            levels: &'a [LevelResult],
+        }
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&Out {
+                node,
+                power: state.unwrap_or(PowerState::Unknown),
+                levels: &results,
+            })?
+        );
+    } else {
+        for r in &results {
+            match (&r.state, &r.error) {
+                (Some(s), _) => outln!(
+                    "{node}: power is {s} (level {} {} {}, {:.0} ms)",
+                    r.level,
+                    r.kind,
+                    r.device,
+                    r.elapsed_ms
+                ),
+                (None, Some(e)) => outln!(
+                    "{node}: level {} {} {}: {e} ({:.0} ms)",
+                    r.level,
+                    r.kind,
+                    r.device,
+                    r.elapsed_ms
+                ),
+                _ => {}
+            }
+        }
+    }
+    Ok(match state {
+        Some(PowerState::On) => ExitCode::SUCCESS,
+        Some(PowerState::Off) => ExitCode::from(2),
+        _ => ExitCode::from(1),
+    })
+}
+
+async fn test(node: &str, levels: &[Level], power_cycle: bool, json: bool) -> Result<ExitCode> {
+    let mut results = Vec::new();
+    for (i, l) in levels.iter().enumerate() {
+        let t = Instant::now();
+        let mut checks = l.agent.check().await;
+        if power_cycle && checks.iter().all(|c| c.ok) {
+            drill(l, &mut checks).await;
+        }
+        let ok = !checks.is_empty() && checks.iter().all(|c| c.ok);
+        results.push(LevelResult {
+            level: i + 1,
+            kind: l.agent.kind(),
+            device: l.agent.device(),
+            ok,
+            state: None,
+            error: None,
+            elapsed_ms: ms(t.elapsed()),
+            checks,
+        });
+    }
+    let all_ok = results.iter().all(|r| r.ok);
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        for r in &results {
+            outln!("{node}: fence level {} ({} {})", r.level, r.kind, r.device);
+            for c in &r.checks {
+                outln!(
+                    "  [{}] {:<34} {:<60} {:>8.1} ms",
+                    if c.ok { " ok " } else { "FAIL" },
+                    c.name,
+                    c.detail,
+                    c.elapsed.as_secs_f64() * 1000.0
+                );
+            }
+        }
+        if all_ok {
+            outln!(
+                "{node}: all {} fence level(s) passed{}",
+                results.len(),
+                if power_cycle {
+                    " the checklist and the power-cycle drill"
+                } else {
+                    " the checklist (add --power-cycle --yes for the real drill)"
+                }
+            );
+        } else {
+            outln!("{node}: FENCING IS NOT READY: fix the failed checks above");
+        }
+    }
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The real drill: off, verify off, on, verify on.
+async fn drill(l: &Level, checks: &mut Vec<Check>) {
+    let agent = l.agent.as_ref();
+    let t = Instant::now();
+    match power_off_confirmed(agent, l.power_timeout, l.poll).await {
+        Ok(o) => checks.push(Check::pass(
+            "power off, confirmed off",
+            format!("{o:?}"),
+            t.elapsed(),
+        )),
+        Err(e) => {
+            checks.push(Check::fail(
+                "power off, confirmed off",
+                e.to_string(),
+                t.elapsed(),
+            ));
+            return;
+        }
+    }
+    let t = Instant::now();
+    match power_on_confirmed(agent, l.power_timeout, l.poll).await {
+        Ok(_) => checks.push(Check::pass("power on, confirmed on", "on", t.elapsed())),
+        Err(FenceError::Unsupported { .. }) => checks.push(Check::pass(
+            "power on",
+            "not possible through this level; the node comes back by itself",
+            t.elapsed(),
+        )),
+        Err(e) => checks.push(Check::fail(
+            "power on, confirmed on",
+            e.to_string(),
+            t.elapsed(),
+        )),
+    }
+}
