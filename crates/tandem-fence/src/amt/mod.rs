@@ -256,7 +256,7 @@ impl Client {
             },
             HttpError::Tls(e) => FenceError::Protocol {
                 device,
-                message: format!("TLS handshake failed: {e}"),
+                message: format!("TLS handshake failed: {}", tls::describe(&e)),
             },
             HttpError::Io(e) => FenceError::Unreachable {
                 device,

@@ -169,6 +169,19 @@ impl ServerCertVerifier for PinnedVerifier {
     }
 }
 
+/// The words of a TLS handshake error (rustls shows its inner error with
+/// `Debug`; a pin mismatch reads better as a sentence).
+pub(crate) fn describe(e: &std::io::Error) -> String {
+    let inner = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+    match inner {
+        Some(rustls::Error::InvalidCertificate(CertificateError::Other(other))) => {
+            format!("invalid peer certificate: {}", other.0)
+        }
+        Some(r) => r.to_string(),
+        None => e.to_string(),
+    }
+}
+
 /// A client config trusting only the certificate with fingerprint `pin`.
 /// TLS 1.2 stays enabled: older AMT firmware speaks nothing newer.
 pub(crate) fn client_config(pin: Fingerprint) -> Result<Arc<rustls::ClientConfig>, String> {
