@@ -79,6 +79,23 @@ async fn status_maps_power_states_and_reuses_the_digest_nonce() {
 }
 
 #[tokio::test]
+async fn a_stale_nonce_is_renewed_without_failing() {
+    let server = Server::start(Options {
+        nonce_uses: Some(2),
+        ..Options::default()
+    })
+    .await;
+    let a = agent(&server);
+    for _ in 0..5 {
+        assert_eq!(a.status().await.unwrap(), PowerState::On);
+    }
+    assert!(server.stale_answers() >= 2, "{}", server.stale_answers());
+    assert_eq!(server.auth_failures(), 0);
+    assert_eq!(server.log().len(), 5);
+    assert_clean(&server);
+}
+
+#[tokio::test]
 async fn power_off_is_confirmed_and_changes_the_device_state() {
     let server = Server::start(Options::default()).await;
     let a = agent(&server);

@@ -66,6 +66,7 @@ struct State {
     raw_requests: Vec<Vec<u8>>,
     authorizations: Vec<String>,
     auth_failures: usize,
+    stale_answers: usize,
     rejections: Vec<String>,
     /// Issued nonces and the last nonce count used with each.
     nonces: HashMap<String, u32>,
@@ -87,6 +88,8 @@ pub struct Options {
     pub user: &'static str,
     pub password: &'static str,
     pub power: u16,
+    /// Answer "stale" after this many uses of one nonce.
+    pub nonce_uses: Option<u32>,
 }
 
 impl Default for Options {
@@ -97,6 +100,7 @@ impl Default for Options {
             user: "admin",
             password: "P@ssw0rd-amt",
             power: 2,
+            nonce_uses: None,
         }
     }
 }
@@ -145,6 +149,7 @@ impl Server {
         };
         let s = server.clone();
         let mode = opts.mode;
+        let nonce_uses = opts.nonce_uses;
         let (user, password) = (opts.user, opts.password);
         let scheme = if opts.tls { "https" } else { "http" };
         tokio::spawn(async move {
@@ -162,6 +167,7 @@ impl Server {
                         user,
                         password,
                         to,
+                        nonce_uses,
                     };
                     match acceptor {
                         None => dev.serve(tcp).await,
@@ -212,6 +218,11 @@ impl Server {
         self.state.lock().unwrap().auth_failures
     }
 
+    /// How many 401s said the nonce was stale (the password was right).
+    pub fn stale_answers(&self) -> usize {
+        self.state.lock().unwrap().stale_answers
+    }
+
     /// Every malformed request, with what was wrong.
     pub fn rejections(&self) -> Vec<String> {
         self.state.lock().unwrap().rejections.clone()
@@ -224,6 +235,7 @@ struct Device {
     user: &'static str,
     password: &'static str,
     to: String,
+    nonce_uses: Option<u32>,
 }
 
 struct HttpRequest {
@@ -620,7 +632,11 @@ impl Device {
             Some(last) if nc <= *last => Some(format!("nonce count {nc} replayed (last {last})")),
             Some(last) => {
                 *last = nc;
-                None
+                if self.nonce_uses.is_some_and(|n| nc > n) {
+                    Some("stale".into())
+                } else {
+                    None
+                }
             }
         }
     }
@@ -655,7 +671,10 @@ impl Device {
             self.reject(format!("Host header {:?}", req.header("Host")));
         }
         if let Some(why) = self.check_auth(req) {
-            if req.header("Authorization").is_some() {
+            let stale = why == "stale";
+            if stale {
+                self.server.state.lock().unwrap().stale_answers += 1;
+            } else if req.header("Authorization").is_some() {
                 self.server.state.lock().unwrap().auth_failures += 1;
             }
             let nonce = format!("{:032x}", fastrand::u128(..));
@@ -667,7 +686,7 @@ impl Device {
                 .insert(nonce.clone(), 0);
             let body = format!("<html><body>401 Unauthorized: {why}</body></html>");
             return format!(
-                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Digest realm=\"{REALM}\", nonce=\"{nonce}\", stale=\"false\", qop=\"auth\"\r\n\
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Digest realm=\"{REALM}\", nonce=\"{nonce}\", stale=\"{stale}\", qop=\"auth\"\r\n\
                  Content-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             )
