@@ -144,10 +144,15 @@ impl WatchdogLevel {
     }
 }
 
+/// A duration for people: whole seconds from 10 s on (rounded), else
+/// milliseconds.
 fn fmt_d(d: Duration) -> humantime::FormattedDuration {
-    humantime::format_duration(Duration::from_millis(
-        u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
-    ))
+    let rounded = if d >= Duration::from_secs(10) {
+        Duration::from_secs(d.as_secs() + u64::from(d.subsec_millis() >= 500))
+    } else {
+        Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    };
+    humantime::format_duration(rounded)
 }
 
 impl FenceAgent for WatchdogLevel {
