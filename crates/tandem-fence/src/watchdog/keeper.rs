@@ -501,8 +501,8 @@ impl Keeper {
             last_keepalive: None,
         }));
         let (tx, rx) = mpsc::channel();
-        let run = Run {
-            backend: Some(backend),
+        let mut run = Run {
+            backend: None,
             name,
             timeout,
             interval,
@@ -512,10 +512,35 @@ impl Keeper {
             status: status.clone(),
             rx,
         };
-        let thread = thread::Builder::new()
+        // The backend is handed over only once the thread runs: if it
+        // cannot be started, the watchdog is disarmed here rather than
+        // dropped armed.
+        let (backend_tx, backend_rx) = mpsc::channel::<Backend>();
+        let spawned = thread::Builder::new()
             .name("tandem-watchdog".into())
-            .spawn(move || run.run())
-            .map_err(KeeperError::Spawn)?;
+            .spawn(move || match backend_rx.recv() {
+                Ok(backend) => {
+                    run.backend = Some(backend);
+                    run.run()
+                }
+                Err(_) => Ok(()),
+            });
+        let thread = match spawned {
+            Ok(t) => t,
+            Err(e) => {
+                let mut backend = backend;
+                if let Err(close) = backend.magic_close() {
+                    tracing::error!(error = %close,
+                        "could not disarm the watchdog after failing to start the keeper");
+                }
+                return Err(KeeperError::Spawn(e));
+            }
+        };
+        if let Err(mpsc::SendError(backend)) = backend_tx.send(backend) {
+            // The thread is gone already (it cannot be, short of a panic).
+            backend.leave_armed();
+            return Err(KeeperError::Panicked);
+        }
         Ok(KeeperHandle {
             tx: Some(tx),
             thread: Some(thread),
