@@ -52,12 +52,13 @@ impl LevelConfig {
         }
     }
 
-    /// The configured power timeout, or the default.
+    /// The configured power timeout, or the default. A watchdog level's is
+    /// its `timeout + margin` plus a few seconds, so polling sees it off.
     pub fn power_timeout(&self) -> Duration {
         let t = match self {
             LevelConfig::Ipmi(c) => c.power_timeout,
             LevelConfig::Amt(c) => c.power_timeout,
-            LevelConfig::Watchdog(_) => None,
+            LevelConfig::Watchdog(c) => return c.power_timeout(),
         };
         t.map(|d| d.0).unwrap_or(DEFAULT_POWER_TIMEOUT)
     }
