@@ -38,6 +38,8 @@ pub enum LevelConfig {
 /// What building a level may need from the rest of tandem.
 #[derive(Debug, Clone)]
 pub struct BuildContext {
+    /// The node the levels fence.
+    pub node: String,
     /// When the node was last heard from (for watchdog levels).
     pub heartbeat: Arc<dyn Heartbeat>,
 }
@@ -70,7 +72,10 @@ impl LevelConfig {
         let agent: Box<dyn crate::FenceAgent> = match self {
             LevelConfig::Ipmi(c) => Box::new(c.agent(what)?),
             LevelConfig::Amt(c) => Box::new(c.agent(what)?),
-            LevelConfig::Watchdog(c) => Box::new(c.agent(what, ctx.heartbeat.clone())?),
+            LevelConfig::Watchdog(c) => Box::new(
+                c.agent(&ctx.node, ctx.heartbeat.clone())
+                    .map_err(|e| FenceError::Config(format!("{what}: {e}")))?,
+            ),
         };
         Ok(Level {
             agent,

@@ -519,6 +519,7 @@ async fn a_level_built_from_the_config_fences_through_amt() {
     ))
     .unwrap();
     let ctx = BuildContext {
+        node: "oracle".into(),
         heartbeat: std::sync::Arc::new(NoHeartbeat),
     };
     let mut level = cfg.build("node oracle, fence level 1", &ctx).unwrap();

@@ -150,6 +150,7 @@ fn config_keys_defaults_and_power_timeout() {
     assert!(e.to_string().contains("a bit"), "{e}");
 
     let ctx = BuildContext {
+        node: "oracle".into(),
         heartbeat: Seen::at(None),
     };
     let n: Node = toml::from_str("[[fence]]\nkind = \"watchdog\"\ntimeout = \"0s\"\n").unwrap();
@@ -165,7 +166,10 @@ fn short_level(seen: Arc<Seen>) -> tandem_fence::Level {
     n.fence[0]
         .build(
             "node oracle, fence level 1",
-            &BuildContext { heartbeat: seen },
+            &BuildContext {
+                node: "oracle".into(),
+                heartbeat: seen,
+            },
         )
         .unwrap()
 }

@@ -56,6 +56,7 @@ pub fn levels(cfg: &Config, node: &str) -> Result<Vec<Level>> {
         );
     }
     let ctx = BuildContext {
+        node: node.to_string(),
         heartbeat: Arc::new(FileHeartbeat::new(&cfg.state_dir, node)),
     };
     n.fence
