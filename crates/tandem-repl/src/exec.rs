@@ -102,12 +102,17 @@ pub enum ReplError {
     /// Gave up after repeated resume/abort rounds.
     #[error("job {0}: the target kept changing between rounds; giving up for this cycle")]
     TooManyRounds(String),
+    /// The target was promoted (a failover): the source is no longer the
+    /// job's primary. Nothing was changed on either side.
+    #[error("{0}")]
+    NotPrimary(Box<str>),
 }
 
 impl ReplError {
     /// Is this a conflict that needs a human (as opposed to a transient error)?
     pub fn is_conflict(&self) -> bool {
         matches!(self, ReplError::Conflict { .. })
+            || matches!(self, ReplError::NotPrimary(_))
             || matches!(
                 self,
                 ReplError::Zfs {
@@ -245,6 +250,34 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
         }
     }
 
+    /// Refuses to act as primary when the target carries a newer generation
+    /// mark than the source (it was promoted by a failover).
+    fn check_generation(&self, sl: &Listing, tl: &Listing) -> Result<(), ReplError> {
+        let job = self.job.name.as_str();
+        let gen = |l: &Listing, d: &DatasetName| {
+            l.get(d)
+                .and_then(|ds| ds.generation_of(job))
+                .map(|g| (g.number, g.primary.clone()))
+        };
+        let src = gen(sl, &self.job.source.dataset).map(|g| g.0).unwrap_or(0);
+        if let Some((tn, primary)) = gen(tl, &self.job.target.dataset) {
+            if tn > src {
+                let (job, target) = (job, &self.job.target);
+                let source_node = &self.job.source.node;
+                return Err(ReplError::NotPrimary(
+                    format!(
+                        "job {job}: {target} was promoted (generation {tn}, primary {primary}); \
+                         {source_node} (generation {src}) is no longer the primary and sends nothing. \
+                         What to do: when {source_node} should follow {primary}, run \
+                         `tandem reverse {job}` on {source_node}"
+                    )
+                    .into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Runs one cycle. `listings` are this cycle's shared listings, if any.
     pub async fn run(
         &self,
@@ -256,6 +289,7 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
             Some(l) => l,
             None => self.list_both(true).await?,
         };
+        self.check_generation(&sl, &tl)?;
         for _round in 0..4 {
             let p = self.plan(&sl, &tl, now())?;
             tracing::debug!(job = %self.job.name, plan = p.kind(), "planned");

@@ -89,6 +89,27 @@ pub struct JobState {
     pub last_error: Option<String>,
     /// Failures in a row.
     pub consecutive_failures: u32,
+    /// The last promotion of this job's replica by `tandem failover`.
+    pub promoted: Option<Promotion>,
+}
+
+/// What `tandem failover` did to a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Promotion {
+    /// When the replica became writable.
+    pub at: DateTime<Utc>,
+    /// The node that became primary.
+    pub node: String,
+    /// The node that was fenced (or confirmed off by the operator).
+    pub from: String,
+    /// The snapshot the replica was rolled back to.
+    pub snapshot: SnapshotName,
+    /// Its age at promotion, seconds: the data-loss window suffered.
+    pub rpo_seconds: i64,
+    /// The generation after the promotion.
+    pub generation: u64,
+    /// "fence" when a device confirmed the power off, "operator" for `--confirmed-off`.
+    pub confirmed_by: String,
 }
 
 /// The state directory.

@@ -282,6 +282,88 @@ impl CliZfs {
         }
     }
 
+    /// `zfs rename FROM TO` of a dataset (never a snapshot). Used only by
+    /// `reverse`, to set an old primary's divergent state aside; not part
+    /// of [`Zfs`], so no peer can ask for it.
+    ///
+    /// zfs-fuse refuses to rename a mounted filesystem that was written to
+    /// ("dataset is busy") although nothing uses it; then the filesystem is
+    /// unmounted (never forced: a real user keeps it busy and the rename
+    /// fails), renamed, and mounted at its new place.
+    pub async fn rename(&self, from: &DatasetName, to: &DatasetName) -> Result<(), ZfsError> {
+        let _serial = self.serial().await?;
+        let rename = || self.inv(vec!["rename".into(), from.to_string(), to.to_string()]);
+        match rename().output().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_string().contains("busy") => {
+                tracing::debug!(%from, "rename: busy; unmounting first");
+                self.inv(vec!["unmount".into(), from.to_string()])
+                    .output()
+                    .await
+                    .map_err(|_| e)?;
+                rename().output().await?;
+                if let Err(e) = self
+                    .inv(vec!["mount".into(), to.to_string()])
+                    .output()
+                    .await
+                {
+                    tracing::warn!(%to, error = %e, "renamed, but cannot mount it at its new place");
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `zfs clone [-o PROP=VALUE]... SNAPSHOT TO`.
+    pub async fn clone_snapshot(
+        &self,
+        snap: &SnapshotName,
+        to: &DatasetName,
+        props: &[(&str, &str)],
+    ) -> Result<(), ZfsError> {
+        let _serial = self.serial().await?;
+        let mut args = vec!["clone".to_string()];
+        for (k, v) in props {
+            args.push("-o".into());
+            args.push(format!("{k}={v}"));
+        }
+        args.push(snap.to_string());
+        args.push(to.to_string());
+        self.inv(args).output().await.map(|_| ())
+    }
+
+    /// `zfs promote DATASET`: the clone takes over its origin's older
+    /// snapshots (GUIDs unchanged).
+    pub async fn promote(&self, ds: &DatasetName) -> Result<(), ZfsError> {
+        let _serial = self.serial().await?;
+        self.inv(vec!["promote".into(), ds.to_string()])
+            .output()
+            .await
+            .map(|_| ())
+    }
+
+    /// `zfs create -p -o canmount=off DATASET`: a container filesystem
+    /// (e.g. `POOL/tandem-diverged`); nothing when it exists.
+    pub async fn create_container(&self, ds: &DatasetName) -> Result<Changed, ZfsError> {
+        let _serial = self.serial().await?;
+        let r = self
+            .inv(vec![
+                "create".into(),
+                "-p".into(),
+                "-o".into(),
+                "canmount=off".into(),
+                ds.to_string(),
+            ])
+            .output()
+            .await;
+        match r {
+            Ok(_) => Ok(Changed::Done),
+            Err(e) if e.to_string().contains("already exists") => Ok(Changed::Already),
+            Err(e) => Err(e),
+        }
+    }
+
     fn send_args(
         &self,
         caps: &Capabilities,

@@ -31,6 +31,8 @@ pub use caps::Capabilities;
 pub use cli::{Changed, CliZfs, RecvSpec, SendBase, SendFlags, SendRequest, WireCompress, Zfs};
 pub use error::ZfsError;
 pub use exec::{SshTarget, Transport, ZfsProcess};
-pub use model::{Bookmark, Dataset, DatasetKind, Guid, Listing, Snapshot};
+pub use model::{
+    Bookmark, Dataset, DatasetKind, Generation, Guid, Listing, Snapshot, GENERATION_PROPERTY,
+};
 pub use name::{BookmarkName, DatasetName, HoldTag, NameError, SnapshotName};
 pub use stream::{RecvStream, SendStream, StreamHandle};

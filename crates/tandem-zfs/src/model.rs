@@ -74,9 +74,59 @@ pub struct Dataset {
     pub written: Option<u64>,
     /// `referenced` bytes.
     pub referenced: Option<u64>,
+    /// tandem's generation mark (`tandem:generation`), if set on this
+    /// dataset (an inherited value names another job and is ignored by
+    /// [`Dataset::generation_of`]).
+    #[serde(default)]
+    pub generation: Option<Generation>,
+}
+
+/// Who is primary for a job, as marked on a dataset with the user property
+/// `tandem:generation` = `"JOB NUMBER NODE"`. Failover bumps the number on
+/// the promoted replica; a node whose own mark is older than its peer's is
+/// no longer primary and refuses to replicate as one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Generation {
+    /// The job the mark belongs to.
+    pub job: String,
+    /// Bumped at every change of primary.
+    pub number: u64,
+    /// The node that became primary at this generation.
+    pub primary: String,
+}
+
+/// The user property holding a [`Generation`].
+pub const GENERATION_PROPERTY: &str = "tandem:generation";
+
+impl Generation {
+    /// Parses `"JOB NUMBER NODE"`; `None` for anything else.
+    pub fn parse(v: &str) -> Option<Generation> {
+        let mut f = v.split_whitespace();
+        let (job, number, primary) = (f.next()?, f.next()?, f.next()?);
+        if f.next().is_some() {
+            return None;
+        }
+        Some(Generation {
+            job: job.to_owned(),
+            number: number.parse().ok()?,
+            primary: primary.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for Generation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}", self.job, self.number, self.primary)
+    }
 }
 
 impl Dataset {
+    /// This dataset's generation mark for `job` (0 with no primary when
+    /// unmarked, or marked for another job).
+    pub fn generation_of(&self, job: &str) -> Option<&Generation> {
+        self.generation.as_ref().filter(|g| g.job == job)
+    }
+
     /// The newest snapshot, if any.
     pub fn newest(&self) -> Option<&Snapshot> {
         self.snapshots.last()

@@ -28,6 +28,7 @@ pub const LISTING_PROPS: &[&str] = &[
     "creation",
     "userrefs",
     "referenced",
+    crate::model::GENERATION_PROPERTY,
 ];
 
 #[derive(Default)]
@@ -40,6 +41,7 @@ struct Raw {
     referenced: Option<u64>,
     written: Option<u64>,
     token: Option<String>,
+    generation: Option<crate::model::Generation>,
 }
 
 fn num<T: std::str::FromStr>(
@@ -107,6 +109,9 @@ pub fn parse_listing(out: &str) -> Result<Listing, ParseError> {
             "userrefs" => r.userrefs = num(value, line, text, prop)?,
             "referenced" => r.referenced = num(value, line, text, prop)?,
             "written" => r.written = num(value, line, text, prop)?,
+            crate::model::GENERATION_PROPERTY => {
+                r.generation = crate::model::Generation::parse(value)
+            }
             "receive_resume_token" => {
                 r.token = (value != "-" && !value.is_empty()).then(|| value.to_owned())
             }
@@ -153,6 +158,7 @@ pub fn parse_listing(out: &str) -> Result<Listing, ParseError> {
                 resume_token: r.token,
                 written: r.written,
                 referenced: r.referenced,
+                generation: r.generation,
             },
         );
     }

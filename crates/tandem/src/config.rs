@@ -123,6 +123,8 @@ struct RawJob {
     large_blocks: bool,
     #[serde(default)]
     embedded: bool,
+    switchover_stop: Option<String>,
+    switchover_start: Option<String>,
 }
 
 fn default_interval() -> String {
@@ -193,6 +195,13 @@ pub struct Job {
     pub enabled: bool,
     /// `zfs send` flags.
     pub flags: SendFlags,
+    /// `reverse --switchover`: shell command that quiesces the workload on
+    /// the current primary (e.g. stops the VM); `TANDEM_JOB`, `TANDEM_FROM`,
+    /// `TANDEM_TO` are set.
+    pub switchover_stop: Option<String>,
+    /// `reverse --switchover`: shell command that starts the workload on
+    /// the new primary.
+    pub switchover_start: Option<String>,
 }
 
 impl Job {
@@ -533,6 +542,8 @@ impl Config {
                     rate_limit,
                     enabled: j.enabled,
                     flags,
+                    switchover_stop: j.switchover_stop.clone(),
+                    switchover_start: j.switchover_start.clone(),
                 },
             );
         }

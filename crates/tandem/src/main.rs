@@ -82,6 +82,35 @@ enum Command {
         #[arg(long, default_value = "target/man")]
         dir: PathBuf,
     },
+    /// On a survivor: fence NODE, then promote the local replicas of its jobs
+    /// (exit 0 promoted, 1 a job failed, 3 refused: NODE not confirmed off)
+    Failover {
+        /// The node that died
+        node: String,
+        /// Do not fence: the operator has checked by hand that NODE is powered off
+        #[arg(long)]
+        confirmed_off: bool,
+        /// Do not ask before --confirmed-off (required when not on a terminal)
+        #[arg(long)]
+        yes: bool,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a job's old primary follow the new one, keeping its divergent writes restorable
+    Reverse {
+        /// The job
+        job: String,
+        /// Planned switchover: quiesce the primary, sync, and swap roles
+        #[arg(long)]
+        switchover: bool,
+        /// Do not ask (required when not on a terminal)
+        #[arg(long)]
+        yes: bool,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Fence a node through its [[nodes.NODE.fence]] levels, or test them
     Fence {
         #[command(subcommand)]
@@ -265,6 +294,18 @@ fn main() -> ExitCode {
                 listen: None,
                 peer,
             } => cmd::serve::serve_stdio(&path, peer).await,
+            Command::Failover {
+                node,
+                confirmed_off,
+                yes,
+                json,
+            } => cmd::failover::failover(&path, &node, confirmed_off, yes, json).await,
+            Command::Reverse {
+                job,
+                switchover,
+                yes,
+                json,
+            } => cmd::reverse::reverse(&path, &job, switchover, yes, json).await,
             Command::Fence { what } => {
                 use cmd::fence::{fence, Action};
                 match what {

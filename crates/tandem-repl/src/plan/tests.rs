@@ -21,6 +21,7 @@ fn ds(name: &str, snaps: &[(&str, u64, u64)], written: Option<u64>) -> Dataset {
             .collect(),
         bookmarks: Vec::new(),
         resume_token: None,
+        generation: None,
         written,
         referenced: None,
     }

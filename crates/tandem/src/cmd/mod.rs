@@ -3,7 +3,9 @@
 pub mod cert;
 pub mod daemon;
 pub mod demo;
+pub mod failover;
 pub mod fence;
+pub mod reverse;
 pub mod run;
 pub mod serve;
 pub mod status;
