@@ -1,6 +1,6 @@
-//! The configuration file (TOML): nodes and jobs. Parsed strictly (unknown
-//! keys are errors), then validated as a whole; every error names the file
-//! and the key or job at fault.
+//! The configuration file (TOML): nodes, jobs and this node's watchdog.
+//! Parsed strictly (unknown keys are errors), then validated as a whole;
+//! every error names the file and the key or job at fault.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,7 @@ use tandem_repl::naming::JobName;
 use tandem_repl::state::{Direction, JobState};
 
 use tandem_fence::config::LevelConfig;
+use tandem_fence::watchdog::KeeperConfig;
 use tandem_peer::auth::Policy;
 use tandem_peer::client::{PeerZfs, SshConnector};
 use tandem_peer::tls::{TlsConnector, TlsFiles};
@@ -39,6 +40,42 @@ struct RawConfig {
     #[serde(default)]
     serve: RawServe,
     tls: Option<RawTls>,
+    watchdog: Option<RawWatchdog>,
+}
+
+/// The `[watchdog]` table: the keeper's own keys ([`KeeperConfig`], strict)
+/// plus `enabled`. Deserialized by hand so that the keeper's table stays
+/// the one definition of its keys (serde's `flatten` cannot be combined
+/// with `deny_unknown_fields`).
+#[derive(Debug)]
+struct RawWatchdog {
+    enabled: bool,
+    keeper: KeeperConfig,
+}
+
+impl<'de> Deserialize<'de> for RawWatchdog {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut table = toml::Table::deserialize(d)?;
+        let enabled = match table.remove("enabled") {
+            None => true,
+            Some(toml::Value::Boolean(b)) => b,
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "enabled = {other} is not true or false"
+                )))
+            }
+        };
+        let keeper = KeeperConfig::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let msg = e.message();
+            if msg.contains("expected one of") {
+                D::Error::custom(format!("{msg}, `enabled`"))
+            } else {
+                D::Error::custom(msg)
+            }
+        })?;
+        Ok(RawWatchdog { enabled, keeper })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -248,6 +285,9 @@ pub struct Config {
     /// This node's TLS material (`[tls]`), for `transport = "tls"` and
     /// `tandem serve --listen`.
     pub tls: Option<TlsFiles>,
+    /// This node's self-fencing watchdog keeper (`[watchdog]`), run by the
+    /// daemon; `None` when the table is absent or `enabled = false`.
+    pub watchdog: Option<KeeperConfig>,
 }
 
 /// Parses "1m", "90s", "1h30m".
@@ -567,6 +607,7 @@ impl Config {
                 key: t.key,
                 ca: t.ca,
             }),
+            watchdog: raw.watchdog.filter(|w| w.enabled).map(|w| w.keeper),
         })
     }
 
@@ -724,6 +765,42 @@ rate_limit = "50M"
         assert!(e.contains("jobs.vm 1001"), "{e}");
         let e = err(&format!("{GOOD}\n[jobs.b]\nsource = \"oracle:rpool/b\"\ntarget = \"trinity:rpool/replica/vm-1001-disk-0\"\n"));
         assert!(e.contains("also the target of job"), "{e}");
+    }
+
+    #[test]
+    fn watchdog_table() {
+        let c = Config::parse(GOOD, Path::new("t.toml")).expect("valid");
+        assert_eq!(c.watchdog, None, "no [watchdog]: no keeper");
+        let c =
+            Config::parse(&format!("{GOOD}\n[watchdog]\n"), Path::new("t.toml")).expect("valid");
+        assert_eq!(
+            c.watchdog,
+            Some(KeeperConfig::default()),
+            "enabled by default"
+        );
+        let c = Config::parse(
+            &format!("{GOOD}\n[watchdog]\nenabled = true\nmux_socket = \"/x.sock\"\ninterval = \"5s\"\nwedge_after = \"20s\"\n"),
+            Path::new("t.toml"),
+        )
+        .expect("valid");
+        let w = c.watchdog.expect("enabled");
+        assert_eq!(w.mux_socket, Path::new("/x.sock"));
+        assert_eq!(w.interval.map(|d| d.0), Some(Duration::from_secs(5)));
+        assert_eq!(w.wedge_after.0, Duration::from_secs(20));
+        let c = Config::parse(
+            &format!("{GOOD}\n[watchdog]\nenabled = false\ndevice = \"/dev/watchdog1\"\n"),
+            Path::new("t.toml"),
+        )
+        .expect("valid");
+        assert_eq!(c.watchdog, None);
+
+        let e = err(&format!("{GOOD}\n[watchdog]\nmux_sokcet = \"/x\"\n"));
+        assert!(e.contains("/etc/t.toml") && e.contains("mux_sokcet"), "{e}");
+        assert!(e.contains("watchdog"), "{e}");
+        let e = err(&format!("{GOOD}\n[watchdog]\nenabled = \"yes\"\n"));
+        assert!(e.contains("enabled") && e.contains("yes"), "{e}");
+        let e = err(&format!("{GOOD}\n[watchdog]\ninterval = \"often\"\n"));
+        assert!(e.contains("often"), "{e}");
     }
 
     #[test]

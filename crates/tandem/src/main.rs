@@ -12,6 +12,7 @@ mod backend;
 mod cmd;
 mod config;
 mod heartbeat;
+mod keeper;
 mod output;
 
 use std::path::PathBuf;

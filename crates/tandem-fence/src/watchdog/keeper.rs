@@ -46,7 +46,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_WEDGE_AFTER: Duration = Duration::from_secs(10);
 
 /// The keeper's configuration (the `[watchdog]` table).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeeperConfig {
     /// The watchdog device, opened when `mux_socket` does not exist.

@@ -3,6 +3,12 @@
 //! get a grace period, then their `zfs` processes are killed, leaving a
 //! resumable receive where ZFS supports it). SIGHUP reloads the config; an
 //! invalid new config is logged and the old one kept.
+//!
+//! With an enabled `[watchdog]` table the daemon also holds this node's
+//! watchdog (see [`crate::keeper`]): the keeper starts after the config is
+//! loaded and the signal handlers are in place (a keeper that cannot start
+//! is fatal), every turn of the main loop is its heartbeat, and a clean
+//! stop disarms it last. A changed `[watchdog]` applies at the next start.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,6 +29,7 @@ use tokio::time::Instant;
 
 use super::{load, me};
 use crate::config::Config;
+use crate::keeper::DaemonKeeper;
 
 /// How often running transfers are logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(30);
@@ -77,6 +84,21 @@ pub async fn daemon(path: &Path) -> Result<ExitCode> {
         nodes: Arc::new(cfg.backends()?),
         cfg,
     };
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    // After the signal handlers: a SIGTERM from here on is a clean stop,
+    // never a death that leaves the watchdog armed. Nothing after this may
+    // return early without stopping the keeper.
+    let mut keeper = DaemonKeeper::start(&cur.cfg).await?;
+    let running_watchdog = cur.cfg.watchdog.clone();
+    // The loop turns at least this often: every turn is the keeper's
+    // heartbeat.
+    let turn = keeper
+        .as_ref()
+        .map(DaemonKeeper::period)
+        .unwrap_or(Duration::from_secs(3600));
+
     let mut tt = Timetable::default();
     let jobs = schedule(&cur.cfg, &store);
     tracing::info!(config = %path.display(), jobs = jobs.len(), node = %cur.cfg.local_node, "tandem daemon started");
@@ -88,9 +110,6 @@ pub async fn daemon(path: &Path) -> Result<ExitCode> {
     }
     tt.set_jobs(&jobs, Instant::now());
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(JobName, bool)>();
     let mut tasks = JoinSet::new();
     // Running transfers report their progress to the log every 30 s.
@@ -98,6 +117,9 @@ pub async fn daemon(path: &Path) -> Result<ExitCode> {
     let reporter = tokio::spawn(report_progress(live.clone()));
 
     loop {
+        if let Some(k) = keeper.as_mut() {
+            k.turn();
+        }
         let due = tt.take_due(Instant::now());
         if !due.is_empty() {
             let specs: Vec<JobSpec> = due
@@ -131,9 +153,8 @@ pub async fn daemon(path: &Path) -> Result<ExitCode> {
                 }
             });
         }
-        let wake = tt
-            .next_wakeup()
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let next_turn = Instant::now() + turn;
+        let wake = tt.next_wakeup().map_or(next_turn, |w| w.min(next_turn));
         tokio::select! {
             _ = tokio::time::sleep_until(wake) => {}
             Some((job, ok)) = done_rx.recv() => tt.finished(&job, ok, Instant::now(), fastrand::f64()),
@@ -143,6 +164,11 @@ pub async fn daemon(path: &Path) -> Result<ExitCode> {
                     Ok((nodes, cfg)) => {
                         let jobs = schedule(&cfg, &store);
                         tracing::info!(jobs = jobs.len(), "configuration reloaded");
+                        if cfg.watchdog != running_watchdog {
+                            tracing::warn!(config = %path.display(),
+                                "[watchdog] changed: restart the daemon to apply; \
+                                 the watchdog keeper goes on with the settings it started with");
+                        }
                         tt.set_jobs(&jobs, Instant::now());
                         cur = Loaded { nodes: Arc::new(nodes), cfg };
                     }
@@ -157,7 +183,12 @@ pub async fn daemon(path: &Path) -> Result<ExitCode> {
     let stop = tokio::time::sleep(STOP_GRACE);
     tokio::pin!(stop);
     while !tasks.is_empty() {
+        // Still alive while the running cycles finish.
+        if let Some(k) = keeper.as_mut() {
+            k.turn();
+        }
         tokio::select! {
+            _ = tokio::time::sleep(turn) => {}
             _ = tasks.join_next() => {}
             _ = &mut stop => {
                 tracing::warn!("grace period over: aborting running transfers (resumable where ZFS supports it)");
@@ -167,6 +198,12 @@ pub async fn daemon(path: &Path) -> Result<ExitCode> {
         }
     }
     reporter.abort();
+    if let Some(k) = keeper {
+        if let Err(e) = k.stop().await {
+            tracing::error!("tandem daemon stopped, but not cleanly: {e:#}");
+            return Ok(ExitCode::from(1));
+        }
+    }
     tracing::info!("tandem daemon stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -119,6 +119,11 @@ pub async fn status(path: &Path, json: bool) -> Result<ExitCode> {
                 crate::outln!("    error: {e}");
             }
         }
+        // The daemon's watchdog keeper, if it left a status file (human
+        // output only: `--json` stays the per-job array).
+        if let Some(line) = crate::keeper::StatusFile::line(&cfg.state_dir) {
+            crate::outln!("{line}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
