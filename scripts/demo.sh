@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
-# The demo: installs and starts zfs-fuse if needed, then runs `tandem demo`
-# (two file-backed pools, several replication cycles, status, clean-up).
+# The demo: installs and starts zfs-fuse and a simulated BMC (OpenIPMI's
+# ipmi_sim) if needed, then runs `tandem demo`: two file-backed pools,
+# replication cycles, a fenced failover, reverse, status, clean-up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh zfs >/dev/null
-exec cargo run --quiet --release -p tandem -- demo "$@"
+bash scripts/setup.sh zfs ipmi >/dev/null
+bmc=$(mktemp -d /tmp/tandem-demo-bmc.XXXXXX)
+trap 'bash scripts/ipmi-sim.sh stop "$bmc" >/dev/null 2>&1; rm -rf "$bmc"' EXIT
+port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+bash scripts/ipmi-sim.sh start "$bmc" "$port" >/dev/null
+printf 'secret\n' > "$bmc/password"; chmod 600 "$bmc/password"
+cargo build --quiet --release -p tandem
+echo "(a simulated BMC for pve1 runs on 127.0.0.1:$port: OpenIPMI's ipmi_sim, started by scripts/ipmi-sim.sh)"
+./target/release/tandem demo --bmc "127.0.0.1:$port" --bmc-password-file "$bmc/password" "$@"

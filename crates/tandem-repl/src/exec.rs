@@ -568,6 +568,12 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
                 out.pruned.push(victim.clone());
             }
             Ok(Changed::Already) => {}
+            Err(e) if e.to_string().contains("dependent clones") => {
+                // The origin of a clone, e.g. of a divergent state that
+                // `reverse` set aside: kept until that clone is destroyed.
+                tracing::info!(job = %self.job.name, %node, snapshot = %victim,
+                    "kept: a clone depends on it (a set-aside divergent state?)");
+            }
             Err(e) => {
                 let w = format!("could not prune {node}:{victim} (kept): {e}");
                 tracing::warn!(job = %self.job.name, "{w}");

@@ -296,12 +296,34 @@ impl CliZfs {
         match rename().output().await {
             Ok(_) => Ok(()),
             Err(e) if e.to_string().contains("busy") => {
-                tracing::debug!(%from, "rename: busy; unmounting first");
-                self.inv(vec!["unmount".into(), from.to_string()])
+                tracing::debug!(%from, error = %e, "rename: busy; unmounting first");
+                // zfs-fuse may report the mount busy for a moment after
+                // writes; a few tries, never a forced unmount.
+                let mut attempt = 0u64;
+                while let Err(u) = self
+                    .inv(vec!["unmount".into(), from.to_string()])
                     .output()
                     .await
-                    .map_err(|_| e)?;
-                rename().output().await?;
+                {
+                    attempt += 1;
+                    if attempt >= 10 {
+                        return Err(u);
+                    }
+                    tracing::debug!(%from, error = %u, "unmount busy; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                }
+                // ...and its unmount takes a moment to release the dataset.
+                let mut tries = 0u64;
+                loop {
+                    match rename().output().await {
+                        Ok(_) => break,
+                        Err(r) if r.to_string().contains("busy") && tries < 10 => {
+                            tries += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(100 * tries)).await;
+                        }
+                        Err(r) => return Err(r),
+                    }
+                }
                 if let Err(e) = self
                     .inv(vec!["mount".into(), to.to_string()])
                     .output()

@@ -133,6 +133,17 @@ enum Command {
         /// Directory for the pool files [default: a new temporary directory]
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// A BMC that fences the demo's primary node (HOST:PORT, IPMI v2.0;
+        /// scripts/demo.sh starts a simulated one); without it, failover
+        /// takes the operator's word (--confirmed-off)
+        #[arg(long, value_name = "HOST:PORT")]
+        bmc: Option<String>,
+        /// The BMC user
+        #[arg(long, default_value = "admin")]
+        bmc_user: String,
+        /// File holding the BMC password (mode 0600)
+        #[arg(long)]
+        bmc_password_file: Option<PathBuf>,
     },
 }
 
@@ -283,7 +294,21 @@ fn main() -> ExitCode {
             Command::Daemon => cmd::daemon::daemon(&path).await,
             Command::Status { json } => cmd::status::status(&path, json).await,
             Command::Plan { jobs, json } => cmd::run::plan(&path, &jobs, json).await,
-            Command::Demo { cycles, keep, dir } => cmd::demo::demo(cycles, keep, dir).await,
+            Command::Demo {
+                cycles,
+                keep,
+                dir,
+                bmc,
+                bmc_user,
+                bmc_password_file,
+            } => {
+                let bmc = bmc.map(|addr| cmd::demo::DemoBmc {
+                    addr,
+                    user: bmc_user,
+                    password_file: bmc_password_file,
+                });
+                cmd::demo::demo(cycles, keep, dir, bmc).await
+            }
             Command::Manpages { dir } => manpages(&dir),
             Command::Serve {
                 stdio: _,

@@ -1,7 +1,11 @@
 //! `tandem demo`: builds two file-backed pools, replicates a dataset named
 //! like a Proxmox VM disk through several cycles of changing data, proves
 //! after each that both sides hold the same snapshot (by GUID) and the same
-//! bytes, prints `status`, and cleans up.
+//! bytes; then the primary "dies" after writing something unsynced: the
+//! survivor fences it (through a BMC when one is given) and promotes its
+//! replica, takes writes, the old primary comes back, refuses to act as
+//! primary, and `reverse` makes it follow while keeping its unsynced write
+//! restorable. Prints `status`, and cleans up.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -107,8 +111,24 @@ pub fn same_tree(a: &Path, b: &Path) -> Result<(usize, u64)> {
     Ok((files, total))
 }
 
+/// The BMC of the demo's primary node.
+#[derive(Debug, Clone)]
+pub struct DemoBmc {
+    /// HOST:PORT.
+    pub addr: String,
+    /// User.
+    pub user: String,
+    /// Password file.
+    pub password_file: Option<PathBuf>,
+}
+
 /// `tandem demo`.
-pub async fn demo(cycles: u32, keep: bool, dir: Option<PathBuf>) -> Result<ExitCode> {
+pub async fn demo(
+    cycles: u32,
+    keep: bool,
+    dir: Option<PathBuf>,
+    bmc: Option<DemoBmc>,
+) -> Result<ExitCode> {
     if sh("zpool", &["list", "-H", "-o", "name"]).await.is_err() {
         bail!("no working ZFS here: `zpool list` fails. Install and start it first: `bash scripts/setup.sh zfs` (Debian's zfs-fuse)");
     }
@@ -119,7 +139,7 @@ pub async fn demo(cycles: u32, keep: bool, dir: Option<PathBuf>) -> Result<ExitC
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let id = std::process::id();
     let (src_pool, dst_pool) = (format!("tdemo{id}a"), format!("tdemo{id}b"));
-    let result = run_demo(cycles, &dir, &src_pool, &dst_pool).await;
+    let result = run_demo(cycles, &dir, &src_pool, &dst_pool, bmc.as_ref()).await;
     if keep {
         crate::outln!(
             "\nkept: pools {src_pool} and {dst_pool}, files in {}",
@@ -144,7 +164,13 @@ pub async fn demo(cycles: u32, keep: bool, dir: Option<PathBuf>) -> Result<ExitC
     result
 }
 
-async fn run_demo(cycles: u32, dir: &Path, src_pool: &str, dst_pool: &str) -> Result<ExitCode> {
+async fn run_demo(
+    cycles: u32,
+    dir: &Path,
+    src_pool: &str,
+    dst_pool: &str,
+    bmc: Option<&DemoBmc>,
+) -> Result<ExitCode> {
     crate::outln!("== tandem demo: two file-backed pools on this machine ==");
     for p in [src_pool, dst_pool] {
         let img = dir.join(format!("{p}.img"));
@@ -158,10 +184,25 @@ async fn run_demo(cycles: u32, dir: &Path, src_pool: &str, dst_pool: &str) -> Re
     )
     .await?;
     sh("zfs", &["create", &format!("{dst_pool}/replica")]).await?;
-    let text = TEMPLATE
+    let mut text = TEMPLATE
         .replace("@DIR@", &dir.to_string_lossy())
         .replace("@SRC@", src_pool)
         .replace("@DST@", dst_pool);
+    if let Some(b) = bmc {
+        let (host, port) = b.addr.rsplit_once(':').context("--bmc takes HOST:PORT")?;
+        let pw = b
+            .password_file
+            .as_ref()
+            .context("--bmc needs --bmc-password-file")?;
+        text = text.replace(
+            "[nodes.pve2]",
+            &format!(
+                "[[nodes.pve1.fence]]\nkind = \"ipmi\"\nhost = \"{host}\"\nport = {port}\nusername = \"{}\"\npassword_file = \"{}\"\n\n[nodes.pve2]",
+                b.user,
+                pw.display()
+            ),
+        );
+    }
     let cfg_path = dir.join("tandem.toml");
     std::fs::write(&cfg_path, &text)?;
     crate::outln!(
@@ -260,6 +301,109 @@ async fn run_demo(cycles: u32, dir: &Path, src_pool: &str, dst_pool: &str) -> Re
     crate::outln!("\n$ tandem --config {} status", cfg_path.display());
     crate::cmd::status::status(&cfg_path, false).await?;
     crate::outln!("\nUse the replica by hand: zfs clone {}@<snapshot> {dst}/restore-test  (see README, \"Using a replica\")", spec.target.dataset, dst = DatasetName::parse(dst_pool)?);
-    crate::outln!("Failover and reverse are not part of this demo yet (see README, Status).");
+
+    // Failover and reverse. pve2 gets its own config and state, as on a
+    // real cluster (same text, local_node = pve2).
+    let pve2_cfg = dir.join("pve2.toml");
+    std::fs::write(
+        &pve2_cfg,
+        text.replace("local_node = \"pve1\"", "local_node = \"pve2\"")
+            .replace("/state\"", "/state-pve2\""),
+    )?;
+    std::fs::write(
+        src_dir.join("unsynced.txt"),
+        b"written on pve1 after the last sync\n",
+    )?;
+    crate::outln!("\n== failover: pve1 wrote unsynced.txt after the last sync, then died ==");
+    let failover: Vec<&str> = if bmc.is_some() {
+        vec!["failover", "pve1"]
+    } else {
+        crate::outln!("(no --bmc: the demo takes the operator's word that pve1 is off)");
+        vec!["failover", "pve1", "--confirmed-off", "--yes"]
+    };
+    if !run_self(&pve2_cfg, &failover).await? {
+        bail!("failover failed");
+    }
+    let dst_dir = mountpoint(spec.target.dataset.as_str()).await?;
+    std::fs::write(
+        dst_dir.join("written-on-pve2.txt"),
+        b"pve2 is the primary now\n",
+    )
+    .context("the promoted replica must be writable")?;
+    crate::outln!(
+        "pve2 wrote written-on-pve2.txt into the promoted replica {}",
+        spec.target
+    );
+    if bmc.is_some() {
+        crate::outln!("\n== pve1 comes back (powered on through its BMC) ==");
+        run_self(&pve2_cfg, &["fence", "on", "pve1", "--yes"]).await?;
+    } else {
+        crate::outln!("\n== pve1 comes back ==");
+    }
+    crate::outln!("its own daemon would still replicate as primary; it refuses:");
+    run_self(&cfg_path, &["run", "vm-100"]).await?;
+    crate::outln!("\n== reverse, on pve1: follow pve2, keep what pve1 wrote ==");
+    if !run_self(&cfg_path, &["reverse", "vm-100", "--yes"]).await? {
+        bail!("reverse failed");
+    }
+    // Prove it: pve1 follows pve2, and the unsynced write is kept.
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+    let (files, bytes) = same_tree(&dst_dir, &src_dir)?;
+    let kept = sh(
+        "zfs",
+        &[
+            "list",
+            "-H",
+            "-o",
+            "name",
+            "-r",
+            &format!("{src_pool}/tandem-diverged"),
+        ],
+    )
+    .await?
+    .lines()
+    .find(|l| l.contains("/tandem-diverged/"))
+    .map(str::to_string)
+    .context("the diverged state is kept")?;
+    let unsynced = std::fs::read_to_string(mountpoint(&kept).await?.join("unsynced.txt"))?;
+    crate::outln!(
+        "\n   verified: pve1 holds pve2's data ({files} files, {bytes} bytes identical, incl. written-on-pve2.txt); \
+         pve1's unsynced.txt is kept in {kept}: {:?}",
+        unsynced.trim()
+    );
+    std::fs::write(
+        dst_dir.join("later.txt"),
+        b"written on pve2 after the reverse\n",
+    )?;
+    crate::outln!("\n== pve2 is the primary; its daemon replicates to pve1 every interval ==");
+    if !run_self(&pve2_cfg, &["run", "vm-100"]).await? {
+        bail!("the cycle from pve2 failed");
+    }
+    crate::outln!(
+        "\n$ tandem --config {} status   (on pve2, the primary now)",
+        pve2_cfg.display()
+    );
+    crate::cmd::status::status(&pve2_cfg, false).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs this binary with `args` against `cfg`, printing the command and
+/// its output; returns whether it succeeded.
+async fn run_self(cfg: &Path, args: &[&str]) -> Result<bool> {
+    let exe = std::env::current_exe().context("cannot find the tandem binary")?;
+    crate::outln!("$ tandem --config {} {}", cfg.display(), args.join(" "));
+    let out = Command::new(exe)
+        .arg("--config")
+        .arg(cfg)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await?;
+    for l in String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stderr).lines())
+    {
+        crate::outln!("    {l}");
+    }
+    Ok(out.status.success())
 }

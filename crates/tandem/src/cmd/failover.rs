@@ -297,7 +297,7 @@ async fn promote(
             confirmed_by: confirmed_by.to_string(),
         });
     })?;
-    tracing::warn!(job = %job.name, dataset = %tgt, snapshot = %snap.name, rpo_s = rpo, generation,
+    tracing::info!(job = %job.name, dataset = %tgt, snapshot = %snap.name, rpo_s = rpo, generation,
         "replica promoted: {} is the primary now", tgt.node);
     let _ = cfg;
     Ok(JobResult {
