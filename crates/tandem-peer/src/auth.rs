@@ -7,8 +7,11 @@ use crate::proto::Request;
 
 /// Prefix of everything tandem creates.
 const OWN: &str = "tandem_";
-/// Properties a peer may set.
-const SETTABLE: &[&str] = &["readonly"];
+/// Properties a peer may set (on datasets it may write): `readonly`, and
+/// tandem's generation mark, which a planned switchover moves to the peer.
+const SETTABLE: &[&str] = &["readonly", tandem_zfs::GENERATION_PROPERTY];
+/// Properties a peer may override in a receive.
+const RECEIVE_SETTABLE: &[&str] = &["readonly"];
 
 /// What one peer may do on this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,7 +121,7 @@ impl Policy {
             Request::Receive { spec } => {
                 let t = spec.target.as_ref().ok_or("receive without a target")?;
                 self.need_write(t)?;
-                if spec.set.iter().any(|(k, _)| !SETTABLE.contains(&k.as_str())) || !spec.exclude.is_empty() {
+                if spec.set.iter().any(|(k, _)| !RECEIVE_SETTABLE.contains(&k.as_str())) || !spec.exclude.is_empty() {
                     return Err("receive property overrides other than readonly are not allowed".into());
                 }
                 Ok(())

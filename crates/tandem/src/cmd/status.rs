@@ -45,6 +45,10 @@ pub struct Row {
     pub consecutive_failures: u32,
     /// The last error, if the last cycle failed.
     pub last_error: Option<String>,
+    /// Bumped at every change of primary (failover, switchover).
+    pub generation: u64,
+    /// The last promotion by `tandem failover`, if any.
+    pub promoted: Option<tandem_repl::state::Promotion>,
 }
 
 /// `tandem status [--json]`.
@@ -85,6 +89,8 @@ pub async fn status(path: &Path, json: bool) -> Result<ExitCode> {
                 .then(|| st.last_bytes * 1000 / st.last_duration_ms),
             consecutive_failures: st.consecutive_failures,
             last_error: st.last_error.clone(),
+            generation: st.generation,
+            promoted: st.promoted.clone(),
         });
     }
     if json {
