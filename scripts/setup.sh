@@ -6,7 +6,11 @@
 #   ipmi  - OpenIPMI's ipmi_sim (a BMC simulator), ipmitool and Debian's
 #           fence-agents (fence_ipmilan), for the fencing tests and benchmark;
 #           scripts/ipmi-sim.sh starts a simulated BMC
-# Usage: scripts/setup.sh [zfs] [sshd] [ipmi]      (no argument: all)
+#   corosync - Debian's corosync, for the quorum tests; scripts/corosync-lab.sh runs a
+#           three-node cluster in network namespaces (nothing is started here; where
+#           the package starts its own service, it runs Debian's one-node config,
+#           which tandem's [quorum] mode = "auto" does not count as a cluster)
+# Usage: scripts/setup.sh [zfs] [sshd] [ipmi] [corosync]      (no argument: all)
 # Idempotent: a second run only checks that everything is up.
 set -euo pipefail
 
@@ -14,7 +18,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 # One test environment per machine, shared by every checkout (CI clones too).
 env_dir=${TANDEM_TEST_ENV:-/var/tmp/tandem-test-env}
 ssh_port=${TANDEM_TEST_SSH_PORT:-2222}
-want=${*:-zfs sshd ipmi}
+want=${*:-zfs sshd ipmi corosync}
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -25,6 +29,11 @@ case " $want " in *" ipmi "*)
   command -v ipmi_sim >/dev/null || need_pkgs+=(openipmi)
   command -v ipmitool >/dev/null || need_pkgs+=(ipmitool)
   command -v fence_ipmilan >/dev/null || need_pkgs+=(fence-agents) ;;
+esac
+case " $want " in *" corosync "*)
+  [ -x /usr/sbin/corosync ] && [ -x /usr/sbin/corosync-quorumtool ] || need_pkgs+=(corosync)
+  command -v nsenter >/dev/null || need_pkgs+=(util-linux)
+  command -v ip >/dev/null || need_pkgs+=(iproute2) ;;
 esac
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${need_pkgs[*]}"
@@ -115,3 +124,4 @@ CONF
 case " $want " in *" zfs-restart "*) stop_zfs; start_zfs ;; *" zfs "*) start_zfs ;; esac
 case " $want " in *" sshd "*) start_sshd ;; esac
 case " $want " in *" ipmi "*) echo "setup: ipmi_sim, ipmitool and fence_ipmilan are installed" ;; esac
+case " $want " in *" corosync "*) echo "setup: corosync $(corosync -v | sed -n "s/.*version '\(.*\)'.*/\1/p") is installed" ;; esac

@@ -17,6 +17,9 @@
 //! - [`watchdog`]: the self-fencing keeper (`/dev/watchdog` or
 //!   `watchdog-mux`), and the "watchdog" fence level that waits out a dead
 //!   node's watchdog timeout.
+//! - [`quorum`]: whether this node is in the quorate partition of its
+//!   corosync cluster (`corosync-quorumtool`), for the failover and
+//!   watchdog gates.
 //! - [`config`]: the `[[nodes.NAME.fence]]` tables of tandem's config.
 
 #![deny(missing_docs)]
@@ -27,6 +30,7 @@ pub mod config;
 pub mod error;
 pub mod ipmi;
 pub mod level;
+pub mod quorum;
 pub mod secret;
 pub mod watchdog;
 

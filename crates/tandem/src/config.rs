@@ -14,6 +14,7 @@ use tandem_repl::naming::JobName;
 use tandem_repl::state::{Direction, JobState};
 
 use tandem_fence::config::LevelConfig;
+use tandem_fence::quorum::QuorumConfig;
 use tandem_fence::watchdog::KeeperConfig;
 use tandem_peer::auth::Policy;
 use tandem_peer::client::{PeerZfs, SshConnector};
@@ -41,6 +42,8 @@ struct RawConfig {
     serve: RawServe,
     tls: Option<RawTls>,
     watchdog: Option<RawWatchdog>,
+    #[serde(default)]
+    quorum: QuorumConfig,
 }
 
 /// The `[watchdog]` table: the keeper's own keys ([`KeeperConfig`], strict)
@@ -288,6 +291,9 @@ pub struct Config {
     /// This node's self-fencing watchdog keeper (`[watchdog]`), run by the
     /// daemon; `None` when the table is absent or `enabled = false`.
     pub watchdog: Option<KeeperConfig>,
+    /// How this node learns whether it has quorum (`[quorum]`): asked by
+    /// `failover` and by the watchdog keeper's gate.
+    pub quorum: QuorumConfig,
 }
 
 /// Parses "1m", "90s", "1h30m".
@@ -587,6 +593,9 @@ impl Config {
                 },
             );
         }
+        if raw.quorum.timeout.0.is_zero() || raw.quorum.refresh.0.is_zero() {
+            errors.push("[quorum] timeout and refresh must be longer than zero".into());
+        }
         if !errors.is_empty() {
             bail!(
                 "{}: invalid configuration:\n  - {}",
@@ -608,6 +617,7 @@ impl Config {
                 ca: t.ca,
             }),
             watchdog: raw.watchdog.filter(|w| w.enabled).map(|w| w.keeper),
+            quorum: raw.quorum,
         })
     }
 
@@ -801,6 +811,34 @@ rate_limit = "50M"
         assert!(e.contains("enabled") && e.contains("yes"), "{e}");
         let e = err(&format!("{GOOD}\n[watchdog]\ninterval = \"often\"\n"));
         assert!(e.contains("often"), "{e}");
+    }
+
+    #[test]
+    fn quorum_table() {
+        use tandem_fence::quorum::{QuorumConfig, QuorumMode};
+        let c = Config::parse(GOOD, Path::new("t.toml")).expect("valid");
+        assert_eq!(c.quorum, QuorumConfig::default(), "no [quorum]: auto");
+        assert_eq!(c.quorum.mode, QuorumMode::Auto);
+        let c = Config::parse(
+            &format!("{GOOD}\n[quorum]\nmode = \"corosync\"\ntool = \"/opt/cq\"\ncorosync_conf = \"/x.conf\"\ntimeout = \"3s\"\nrefresh = \"1s\"\n"),
+            Path::new("t.toml"),
+        )
+        .expect("valid");
+        assert_eq!(c.quorum.mode, QuorumMode::Corosync);
+        assert_eq!(c.quorum.tool, Path::new("/opt/cq"));
+        assert_eq!(c.quorum.corosync_conf, Path::new("/x.conf"));
+        assert_eq!(c.quorum.timeout.0, Duration::from_secs(3));
+        assert_eq!(c.quorum.refresh.0, Duration::from_secs(1));
+        let e = err(&format!("{GOOD}\n[quorum]\nmode = \"pacemaker\"\n"));
+        assert!(e.contains("/etc/t.toml") && e.contains("pacemaker"), "{e}");
+        assert!(
+            e.contains("auto") && e.contains("corosync") && e.contains("off"),
+            "{e}"
+        );
+        let e = err(&format!("{GOOD}\n[quorum]\nmod = \"off\"\n"));
+        assert!(e.contains("`mod`") && e.contains("`mode`"), "{e}");
+        let e = err(&format!("{GOOD}\n[quorum]\nrefresh = \"0s\"\n"));
+        assert!(e.contains("[quorum]") && e.contains("refresh"), "{e}");
     }
 
     #[test]

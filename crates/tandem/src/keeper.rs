@@ -8,6 +8,10 @@
 //! (at most 1 s, at most a quarter of `wedge_after`), so a daemon whose
 //! main loop stops turning for `wedge_after` counts as wedged and the
 //! keeper stops petting the watchdog: the node resets.
+//!
+//! The keeper's gate is quorum ([`QuorumWatch`]): a node that is not in the
+//! quorate partition of its corosync cluster, or cannot prove it is, stops
+//! petting too, so the node that was cut off resets.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -20,6 +24,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::Config;
+use crate::quorum::QuorumWatch;
 
 /// How often the status file is rewritten (also whenever fitness changes).
 const STATUS_EVERY: Duration = Duration::from_secs(5);
@@ -27,21 +32,10 @@ const STATUS_EVERY: Duration = Duration::from_secs(5);
 /// The status file under `state_dir`.
 pub const STATUS_FILE: &str = "watchdog.json";
 
-/// The keeper's gate: whether this node may go on running its primaries.
-///
-/// HOOK for the quorum issue: today it is always open, so only a wedged
-/// daemon stops the petting. When quorum exists, this returns whether the
-/// node is in the quorate partition (read from an atomic the daemon keeps
-/// current, because the keeper calls it on its own thread every interval
-/// and it must answer at once). Note that a closed gate also makes a clean
-/// stop leave the watchdog armed (see `KeeperHandle::stop`).
-fn quorum_gate() -> impl Fn() -> bool + Send + Sync + 'static {
-    || true
-}
-
 /// The running keeper, as the daemon holds it.
 pub struct DaemonKeeper {
     handle: KeeperHandle,
+    quorum: QuorumWatch,
     liveness: Liveness,
     period: Duration,
     status_path: PathBuf,
@@ -66,14 +60,20 @@ impl DaemonKeeper {
         let liveness = Liveness::new();
         let l = liveness.clone();
         let wedge_after = kc.wedge_after.0;
+        let qc = cfg.quorum.clone();
         let started = tokio::task::spawn_blocking(move || {
+            // The gate: this node pets only while it is in the quorate
+            // partition (or in no cluster); see `crate::quorum`.
+            let quorum = QuorumWatch::start(&qc);
             l.touch();
-            Keeper::new(kc, l)
-                .with_gate("quorum", quorum_gate())
-                .start()
+            let r = Keeper::new(kc, l)
+                .with_gate("quorum", quorum.gate())
+                .start();
+            (quorum, r)
         })
         .await
         .map_err(|e| anyhow!("the watchdog keeper's start panicked: {e}"))?;
+        let (quorum, started) = started;
         let handle = started.map_err(|e| {
             // Every KeeperError that concerns a path names it.
             anyhow!(
@@ -82,7 +82,16 @@ impl DaemonKeeper {
                  runs the daemon without self-fencing)",
                 cfg.path.display(),
             )
-        })?;
+        });
+        let handle = match handle {
+            Ok(h) => h,
+            Err(e) => {
+                tokio::task::spawn_blocking(move || quorum.stop())
+                    .await
+                    .ok();
+                return Err(e);
+            }
+        };
         let st = handle.status();
         tracing::info!(
             backend = %st.backend,
@@ -94,6 +103,7 @@ impl DaemonKeeper {
         );
         let mut k = DaemonKeeper {
             handle,
+            quorum,
             liveness,
             period,
             status_path: cfg.state_dir.join(STATUS_FILE),
@@ -146,9 +156,15 @@ impl DaemonKeeper {
             let _ = w.await;
         }
         let handle = self.handle;
-        let r = tokio::task::spawn_blocking(move || handle.stop())
-            .await
-            .map_err(|e| anyhow!("stopping the watchdog keeper panicked: {e}"))?;
+        let quorum = self.quorum;
+        // The keeper first: it reads the gate to decide whether to disarm.
+        let r = tokio::task::spawn_blocking(move || {
+            let r = handle.stop();
+            quorum.stop();
+            r
+        })
+        .await
+        .map_err(|e| anyhow!("stopping the watchdog keeper panicked: {e}"))?;
         match r {
             Ok(()) => {
                 if let Err(e) = std::fs::remove_file(&self.status_path) {

@@ -14,6 +14,7 @@ mod config;
 mod heartbeat;
 mod keeper;
 mod output;
+mod quorum;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -84,11 +85,13 @@ enum Command {
         dir: PathBuf,
     },
     /// On a survivor: fence NODE, then promote the local replicas of its jobs
-    /// (exit 0 promoted, 1 a job failed, 3 refused: NODE not confirmed off)
+    /// (exit 0 promoted, 1 a job failed, 3 refused: NODE not confirmed off, or this
+    /// node has no quorum)
     Failover {
         /// The node that died
         node: String,
         /// Do not fence: the operator has checked by hand that NODE is powered off
+        /// (the quorum check still applies)
         #[arg(long)]
         confirmed_off: bool,
         /// Do not ask before --confirmed-off (required when not on a terminal)

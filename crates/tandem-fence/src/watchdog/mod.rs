@@ -3,7 +3,7 @@
 //!
 //! - [`Keeper`] (in [`keeper`]) holds this node's watchdog while the node
 //!   is fit to run its primaries: the daemon's loop [`Liveness::touch`]es a
-//!   heartbeat and an optional gate (quorum, later) says yes. When either
+//!   heartbeat and an optional gate (the daemon's: quorum) says yes. When either
 //!   fails the keeper stops petting, *without* disarming the watchdog, and
 //!   the node resets. On a Proxmox node it is a client of `watchdog-mux`
 //!   ([`mux`]); elsewhere it opens `/dev/watchdog` itself ([`ioctl`]).
@@ -22,8 +22,11 @@
 //! `watchdog-mux`) plus the transit time of the heartbeat. The defaults
 //! (`wedge_after` 10 s, margin 30 s) satisfy this.
 //!
-//! A node that is healthy but cut off from its peers goes on petting until
-//! the keeper's gate is wired to quorum: until then the watchdog level is
+//! A node that is healthy but cut off from its peers stops petting once
+//! corosync says it lost quorum (the daemon's gate, see [`crate::quorum`]),
+//! so the level is safe for a partition too where corosync runs; add the
+//! time corosync takes to notice (token + consensus, a few seconds) and
+//! the gate's `refresh` to the margin. Without corosync (no gate) it is
 //! only safe for nodes that are really dead or wedged.
 
 pub mod ioctl;

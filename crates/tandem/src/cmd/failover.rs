@@ -5,9 +5,17 @@
 //! snapshot, makes it writable, marks it with a new generation, and records
 //! that this node is the job's primary now.
 //!
+//! First of all it asks for quorum (`[quorum]`, see [`crate::quorum`]): a
+//! node that is not in the quorate partition of its corosync cluster, or
+//! cannot prove it is, may be the one that was cut off, and refuses before
+//! it fences or changes anything. `--confirmed-off` does not bypass this:
+//! the operator vouches for NODE's power, not for which side of a split
+//! this node is on. There is no `--ignore-quorum`; `mode = "off"` in
+//! `[quorum]` is the deliberate, written-down way out.
+//!
 //! Exit codes (for HA managers): 0 every replica promoted (or already
-//! was), 1 a job failed, 3 refused because NODE is not confirmed off;
-//! 2 bad usage or configuration.
+//! was), 1 a job failed, 3 refused because NODE is not confirmed off or
+//! this node has no quorum; 2 bad usage or configuration.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -28,7 +36,7 @@ use crate::config::{Config, Job};
 use crate::outln;
 use crate::output::age;
 
-/// Exit code when the node is not confirmed off.
+/// Exit code when the node is not confirmed off, or this node has no quorum.
 pub const EXIT_REFUSED: u8 = 3;
 
 #[derive(Debug, Serialize)]
@@ -51,6 +59,8 @@ struct JobResult {
 #[derive(Debug, Serialize)]
 struct Report {
     node: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refused: Option<String>,
     fenced: bool,
     confirmed_by: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -109,6 +119,26 @@ pub async fn failover(
     }
     let backends = cfg.backends()?;
 
+    // Quorum before anything: nothing is fenced or changed without it.
+    if let Some(why) = crate::quorum::failover_refusal(&cfg).await? {
+        tracing::error!(node, "{why}");
+        let report = Report {
+            node: node.to_string(),
+            refused: Some(why.clone()),
+            fenced: false,
+            confirmed_by: None,
+            fence: None,
+            jobs: Vec::new(),
+            elapsed_ms: start.elapsed().as_secs_f64() * 1000.0,
+        };
+        if json {
+            print(&report, json)?;
+        } else {
+            outln!("REFUSING to fail over from {node}: {why}.");
+        }
+        return Ok(ExitCode::from(EXIT_REFUSED));
+    }
+
     // Which replicas still need promoting?
     let mut pending = Vec::new();
     let mut results = Vec::new();
@@ -139,6 +169,7 @@ pub async fn failover(
 
     let mut report = Report {
         node: node.to_string(),
+        refused: None,
         fenced: false,
         confirmed_by: None,
         fence: None,

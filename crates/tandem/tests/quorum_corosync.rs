@@ -1,0 +1,449 @@
+//! The quorum gate against a real corosync cluster: three nodes, each in a
+//! network namespace of its own, joined by a bridge in a fourth (the
+//! "switch"), knet over veth, votequorum; scripts/corosync-lab.sh builds
+//! it. The test cuts node 3 off the switch and runs the real `tandem`
+//! binary inside the namespaces (with `nsenter --net`, which leaves /sys
+//! alone so zfs-fuse keeps working, unlike `ip netns exec`):
+//!
+//! - the watchdog keeper of a daemon on node 3 stops petting a fake
+//!   watchdog-mux once corosync says node 3 lost quorum, while node 1's
+//!   goes on; after the cable is back, node 3's petting resumes;
+//! - `tandem failover --confirmed-off` on node 3 refuses (exit 3, "no
+//!   quorum") and changes nothing on the pools, while the same command on
+//!   node 1 promotes.
+//!
+//! Needs root and corosync (`scripts/setup.sh corosync`); skips with a note
+//! otherwise, unless `TANDEM_TEST_REQUIRE_COROSYNC=1`. The failover part
+//! also needs ZFS (zfs-fuse).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Generous: corosync notices a lost node within token + consensus (about
+/// 2.5 s here), but the build machine is shared and slow.
+const PATIENCE: Duration = Duration::from_secs(45);
+
+fn lab_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/corosync-lab.sh")
+}
+
+fn corosync_available() -> bool {
+    let installed = Path::new("/usr/sbin/corosync").exists();
+    let root = nix::unistd::geteuid().is_root();
+    if installed && root {
+        return true;
+    }
+    let why = if root {
+        "corosync is not installed (scripts/setup.sh corosync)"
+    } else {
+        "network namespaces need root"
+    };
+    assert!(
+        std::env::var_os("TANDEM_TEST_REQUIRE_COROSYNC").is_none(),
+        "corosync is required (TANDEM_TEST_REQUIRE_COROSYNC) but {why}"
+    );
+    eprintln!("SKIP: {why}");
+    false
+}
+
+/// A running three-node corosync cluster; torn down on drop.
+struct Lab {
+    dir: PathBuf,
+    prefix: String,
+}
+
+impl Lab {
+    fn up(dir: &Path) -> Lab {
+        let prefix = format!("tq{}", std::process::id() % 100_000);
+        let lab = Lab {
+            dir: dir.to_owned(),
+            prefix: prefix.clone(),
+        };
+        let o = lab.script(&["up", dir.to_str().unwrap(), &prefix]);
+        assert!(
+            o.status.success(),
+            "corosync lab did not come up: {}",
+            text(&o)
+        );
+        lab
+    }
+    fn script(&self, args: &[&str]) -> Output {
+        Command::new("bash")
+            .arg(lab_script())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+    fn node_cmd(&self, n: u8, program: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}-n{n}", self.prefix))
+            .arg(program);
+        c
+    }
+    fn quorate(&self, n: u8) -> bool {
+        let o = self
+            .node_cmd(n, "corosync-quorumtool")
+            .arg("-s")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["Quorate:", "Yes"])
+    }
+    fn cable(&self, n: u8, plugged: bool) {
+        let what = if plugged { "heal" } else { "cut" };
+        let o = self.script(&[what, self.dir.to_str().unwrap(), &n.to_string()]);
+        assert!(o.status.success(), "{what} {n}: {}", text(&o));
+    }
+    fn conf(&self, n: u8) -> PathBuf {
+        self.dir.join(format!("n{n}/corosync.conf"))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.script(&["down", self.dir.to_str().unwrap()]);
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Waits for `f`, returning how long it took.
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < PATIENCE, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+    t.elapsed()
+}
+
+/// A fake watchdog-mux (a path socket, reachable from every namespace):
+/// counts the keep-alive bytes of its one client.
+struct FakeMux {
+    bytes: Arc<Mutex<Vec<u8>>>,
+}
+
+impl FakeMux {
+    fn start(path: &Path) -> FakeMux {
+        let listener = UnixListener::bind(path).unwrap();
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let b = bytes.clone();
+        thread::spawn(move || {
+            let Ok((mut s, _)) = listener.accept() else {
+                return;
+            };
+            let mut buf = [0u8; 64];
+            while let Ok(n @ 1..) = s.read(&mut buf) {
+                b.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        FakeMux { bytes }
+    }
+    fn count(&self) -> usize {
+        self.bytes.lock().unwrap().len()
+    }
+    fn vs(&self) -> usize {
+        self.bytes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|&&b| b == b'V')
+            .count()
+    }
+    /// Whether keep-alives still arrive: any within `window`.
+    fn petting(&self, window: Duration) -> bool {
+        let before = self.count();
+        thread::sleep(window);
+        self.count() > before
+    }
+}
+
+/// `tandem daemon` on node `n` of the lab, holding a fake watchdog.
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+    mux: FakeMux,
+}
+
+impl Daemon {
+    fn start(lab: &Lab, dir: &Path, n: u8) -> Daemon {
+        let d = dir.join(format!("daemon-n{n}"));
+        std::fs::create_dir_all(&d).unwrap();
+        let sock = d.join("watchdog-mux.sock");
+        let mux = FakeMux::start(&sock);
+        let cfg = d.join("tandem.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "state_dir = \"{0}/state\"\nlocal_node = \"n{n}\"\n[nodes.n{n}]\naddress = \"local\"\n\n\
+                 [watchdog]\ndevice = \"{0}/no-watchdog\"\nmux_socket = \"{1}\"\ninterval = \"100ms\"\n\n\
+                 [quorum]\nmode = \"corosync\"\nrefresh = \"200ms\"\ntimeout = \"3s\"\n",
+                d.display(),
+                sock.display()
+            ),
+        )
+        .unwrap();
+        let log = d.join("daemon.log");
+        let child = lab
+            .node_cmd(n, env!("CARGO_BIN_EXE_tandem"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg("daemon")
+            .env("TANDEM_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon { child, log, mux }
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    /// SIGTERM; returns the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let t = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(t.elapsed() < PATIENCE, "the daemon did not stop");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A replicated job src -> dst on zfs-fuse pools; `dst`'s config asks
+/// corosync in `auto` mode, told where the lab node's corosync.conf is.
+struct Replica {
+    _a: Pool,
+    b: Pool,
+    dst: String,
+    dst_cfg: PathBuf,
+    dst_state: PathBuf,
+}
+
+impl Replica {
+    fn new(dir: &Path, corosync_conf: &Path) -> Replica {
+        let (a, b) = (Pool::new("qa"), Pool::new("qb"));
+        let (src, dst) = (a.ds("vm"), b.ds("vm"));
+        zfs(&["create", &src]);
+        std::fs::write(mnt(&src).join("data"), "replicated\n").unwrap();
+        let body = format!(
+            "[nodes.src]\naddress = \"local\"\n[nodes.dst]\naddress = \"local\"\n\
+             [jobs.j]\nsource = \"src:{src}\"\ntarget = \"dst:{dst}\"\nkeep = 3\n\n\
+             [quorum]\ncorosync_conf = \"{}\"\n",
+            corosync_conf.display()
+        );
+        let cfg = |node: &str| {
+            let p = dir.join(format!("{node}.toml"));
+            std::fs::write(
+                &p,
+                format!(
+                    "state_dir = \"{}/{node}-state\"\nlocal_node = \"{node}\"\n{body}",
+                    dir.display()
+                ),
+            )
+            .unwrap();
+            p
+        };
+        let src_cfg = cfg("src");
+        let dst_cfg = cfg("dst");
+        let o = Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .arg("--config")
+            .arg(&src_cfg)
+            .args(["run", "j"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "replication: {}", text(&o));
+        Replica {
+            _a: a,
+            b,
+            dst,
+            dst_cfg,
+            dst_state: dir.join("dst-state"),
+        }
+    }
+    fn failover_on(&self, lab: &Lab, n: u8, json: bool) -> Output {
+        let mut c = lab.node_cmd(n, env!("CARGO_BIN_EXE_tandem"));
+        c.arg("--config")
+            .arg(&self.dst_cfg)
+            .args(["failover", "src", "--confirmed-off", "--yes"]);
+        if json {
+            c.arg("--json");
+        }
+        c.output().unwrap()
+    }
+    /// The generation mark failover sets when it promotes ("-" before).
+    fn generation(&self) -> String {
+        zfs(&["get", "-H", "-o", "value", "tandem:generation", &self.dst])
+            .trim()
+            .to_owned()
+    }
+}
+
+/// Every file under `dir` with its contents.
+fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(tree(&p));
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap_or_default()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn the_node_cut_off_neither_promotes_nor_pets_its_watchdog() {
+    if !corosync_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let t0 = Instant::now();
+    let lab = Lab::up(&dir.join("lab"));
+    let up = t0.elapsed();
+    for n in 1..=3 {
+        assert!(lab.quorate(n), "node {n} is not quorate after up");
+    }
+
+    // A daemon holding a watchdog on node 3 (to be cut off) and node 1.
+    let d3 = Daemon::start(&lab, dir, 3);
+    let d1 = Daemon::start(&lab, dir, 1);
+    for (n, d) in [(3, &d3), (1, &d1)] {
+        wait_until(&format!("node {n}'s keeper to pet"), || d.mux.count() >= 3);
+        assert!(d.log().contains("quorum gate open"), "{}", d.log());
+    }
+    let replica = zfs_available().then(|| Replica::new(dir, &lab.conf(3)));
+
+    // Cut node 3 off.
+    let t_cut = Instant::now();
+    lab.cable(3, false);
+    let lost = wait_until("node 3 to lose quorum", || !lab.quorate(3));
+    assert!(
+        lab.quorate(1) && lab.quorate(2),
+        "the other two keep quorum"
+    );
+    wait_until("node 3's keeper to stop petting", || {
+        d3.log().contains("NO QUORUM") && !d3.mux.petting(Duration::from_millis(600))
+    });
+    let silent = t_cut.elapsed();
+    assert!(
+        d3.log().contains("node UNFIT, STOPPED PETTING"),
+        "{}",
+        d3.log()
+    );
+    // Still silent a while later; node 1 goes on petting.
+    assert!(
+        !d3.mux.petting(Duration::from_millis(800)),
+        "node 3 pets again while cut off"
+    );
+    assert!(
+        d1.mux.petting(Duration::from_millis(800)),
+        "node 1 stopped petting:\n{}",
+        d1.log()
+    );
+
+    if let Some(r) = &replica {
+        // Node 3 refuses, even with the operator's word, and changes nothing.
+        let before = (pool_state_b(r), tree(&r.dst_state));
+        let o = r.failover_on(&lab, 3, false);
+        assert_eq!(o.status.code(), Some(3), "failover on node 3: {}", text(&o));
+        let out = text(&o);
+        assert!(
+            out.contains("has no quorum") && out.contains("1 of 3 expected votes present"),
+            "{out}"
+        );
+        assert!(out.contains("refusing to promote"), "{out}");
+        eprintln!("node 3's failover said: {}", out.trim());
+        let o = r.failover_on(&lab, 3, true);
+        assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(j["refused"].as_str().unwrap().contains("no quorum"), "{j}");
+        assert_eq!(j["fenced"], false, "{j}");
+        assert_eq!(
+            (pool_state_b(r), tree(&r.dst_state)),
+            before,
+            "node 3 changed something"
+        );
+        assert_eq!(r.generation(), "-", "node 3 promoted");
+        // Node 1, in the quorate partition, promotes.
+        let o = r.failover_on(&lab, 1, false);
+        assert!(o.status.success(), "failover on node 1: {}", text(&o));
+        assert!(text(&o).contains("promoted"), "{}", text(&o));
+        assert!(r.generation().starts_with("j 1 "), "{}", r.generation());
+    }
+
+    // Back on the switch: quorate again, and the keeper pets again.
+    let t_heal = Instant::now();
+    lab.cable(3, true);
+    let regained = wait_until("node 3 to regain quorum", || lab.quorate(3));
+    wait_until("node 3's keeper to pet again", || {
+        d3.mux.petting(Duration::from_millis(300))
+    });
+    let petting_again = t_heal.elapsed();
+    assert!(d3.log().contains("petting resumes"), "{}", d3.log());
+    for l in d3
+        .log()
+        .lines()
+        .filter(|l| l.contains("quorum gate open") || l.contains("NO QUORUM"))
+    {
+        eprintln!("node 3's daemon: {l}");
+    }
+
+    // Both stop cleanly now: one V each.
+    for (n, d) in [(3, d3), (1, d1)] {
+        let log = d.log();
+        let mux = FakeMux {
+            bytes: d.mux.bytes.clone(),
+        };
+        let st = d.stop();
+        assert!(st.success(), "node {n}'s daemon: {st:?}\n{log}");
+        wait_until("the V", || mux.vs() == 1);
+    }
+    eprintln!(
+        "corosync lab up in {up:.1?}; cut -> node 3 not quorate {lost:.1?}, -> its keeper silent \
+         {silent:.1?}; heal -> quorate {regained:.1?}, -> petting {petting_again:.1?}; total {:.1?}",
+        t0.elapsed()
+    );
+}
+
+/// The replica pool's state (GUIDs, readonly, holds).
+fn pool_state_b(r: &Replica) -> String {
+    pool_state(&r.b)
+}

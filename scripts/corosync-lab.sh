@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# A real three-node corosync cluster on one machine, for the quorum tests:
+# Debian's corosync (knet over veth, votequorum), one network namespace per
+# node, all three plugged into a bridge that lives in a fourth namespace
+# (the "switch"), so nothing touches the host's own network.
+#
+#   scripts/corosync-lab.sh up     DIR [PREFIX]   start it; waits until all three are quorate
+#   scripts/corosync-lab.sh cut    DIR N          unplug node N (its port on the switch goes down)
+#   scripts/corosync-lab.sh heal   DIR N          plug it back in
+#   scripts/corosync-lab.sh status DIR N          `corosync-quorumtool -s` as node N sees it
+#   scripts/corosync-lab.sh exec   DIR N CMD...   run CMD in node N's network namespace
+#   scripts/corosync-lab.sh down   DIR            stop the corosyncs, delete the namespaces
+#
+# DIR holds everything of one lab (configs, authkey, logs, state, pids); the
+# PREFIX (default: tq<pid>) names its namespaces, so several labs coexist.
+#
+# Why it is shaped so:
+# - libqb's IPC (how corosync-quorumtool and friends reach corosync) uses
+#   abstract unix sockets, which belong to a network namespace: a tool run
+#   with `nsenter --net=/run/netns/PREFIX-nN` talks to node N's corosync.
+# - corosync takes a lock on /var/run/corosync.pid, shared by every
+#   instance on a machine, so each one runs in its own mount namespace with
+#   a private tmpfs on /run (and its own state_dir and log file).
+# - `ip netns exec` remounts /sys, which breaks zfs-fuse for what runs
+#   inside; this script and the tests enter namespaces with `nsenter --net`.
+# Needs root, iproute2, util-linux and corosync (scripts/setup.sh corosync).
+set -euo pipefail
+
+cmd=${1:?usage: corosync-lab.sh up|cut|heal|status|exec|down DIR ...}
+dir=${2:?the lab directory}
+token_ms=${TANDEM_LAB_TOKEN_MS:-1000}
+
+prefix_of() { cat "$dir/prefix"; }
+ns() { echo "$(prefix_of)-n$1"; }
+sw() { echo "$(prefix_of)-sw"; }
+in_ns() { local n=$1; shift; nsenter --net="/run/netns/$n" "$@"; }
+
+write_conf() {
+  local n=$1 d=$dir/n$1
+  mkdir -p "$d/state"
+  cat > "$d/corosync.conf" <<CONF
+totem {
+    version: 2
+    cluster_name: tandemlab
+    transport: knet
+    crypto_cipher: aes256
+    crypto_hash: sha256
+    keyfile: $dir/authkey
+    token: $token_ms
+    token_retransmits_before_loss_const: 4
+    join: 50
+    consensus: $(( token_ms * 12 / 10 ))
+    knet_ping_interval: 200
+    knet_ping_timeout: 600
+}
+nodelist {
+    node {
+        name: n1
+        nodeid: 1
+        ring0_addr: 10.77.0.1
+    }
+    node {
+        name: n2
+        nodeid: 2
+        ring0_addr: 10.77.0.2
+    }
+    node {
+        name: n3
+        nodeid: 3
+        ring0_addr: 10.77.0.3
+    }
+}
+quorum {
+    provider: corosync_votequorum
+}
+system {
+    state_dir: $d/state
+}
+logging {
+    to_stderr: no
+    to_syslog: no
+    to_logfile: yes
+    logfile: $d/corosync.log
+    timestamp: hires
+    debug: off
+}
+CONF
+}
+
+quorate() { in_ns "$(ns "$1")" corosync-quorumtool -s 2>/dev/null | grep -q '^Quorate:[[:space:]]*Yes'; }
+
+case $cmd in
+up)
+  command -v corosync >/dev/null || { echo "corosync-lab: corosync is not installed (scripts/setup.sh corosync)" >&2; exit 1; }
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  echo "${3:-tq$$}" > "$dir/prefix"
+  [ -f "$dir/authkey" ] || { dd if=/dev/urandom of="$dir/authkey" bs=256 count=1 status=none; chmod 400 "$dir/authkey"; }
+  ip netns add "$(sw)"
+  in_ns "$(sw)" ip link add br0 type bridge
+  in_ns "$(sw)" ip link set br0 up
+  in_ns "$(sw)" ip link set lo up
+  for n in 1 2 3; do
+    ip netns add "$(ns $n)"
+    # eth0 in the node, pN on the switch.
+    ip link add "$(prefix_of)e$n" type veth peer name "$(prefix_of)p$n"
+    ip link set "$(prefix_of)e$n" netns "$(ns $n)"
+    ip link set "$(prefix_of)p$n" netns "$(sw)"
+    in_ns "$(ns $n)" ip link set "$(prefix_of)e$n" name eth0
+    in_ns "$(sw)" ip link set "$(prefix_of)p$n" name "p$n" master br0
+    in_ns "$(sw)" ip link set "p$n" up
+    in_ns "$(ns $n)" ip link set lo up
+    in_ns "$(ns $n)" ip addr add "10.77.0.$n/24" dev eth0
+    in_ns "$(ns $n)" ip link set eth0 up
+    write_conf "$n"
+  done
+  for n in 1 2 3; do
+    # Own mount namespace with a private /run: see the top of this file.
+    # Not through in_ns: $! must be corosync's pid (nsenter, unshare and the
+    # shell all exec), not a subshell's.
+    nsenter --net="/run/netns/$(ns $n)" unshare --mount --propagation private \
+      sh -c 'mount -t tmpfs tmpfs /run && exec corosync -f -c "$1"' sh "$dir/n$n/corosync.conf" \
+      > "$dir/n$n/stdout" 2>&1 &
+    echo $! > "$dir/n$n/pid"
+  done
+  for _ in $(seq 1 150); do
+    if quorate 1 && quorate 2 && quorate 3; then echo "corosync-lab: up, all three quorate ($(prefix_of))"; exit 0; fi
+    sleep 0.2
+  done
+  echo "corosync-lab: the three nodes did not become quorate in 30s; logs in $dir/n*/corosync.log" >&2
+  exit 1
+  ;;
+cut) in_ns "$(sw)" ip link set "p${3:?node}" down ;;
+heal) in_ns "$(sw)" ip link set "p${3:?node}" up ;;
+status) in_ns "$(ns "${3:?node}")" corosync-quorumtool -s ;;
+exec) n=${3:?node}; shift 3; in_ns "$(ns "$n")" "$@" ;;
+down)
+  [ -f "$dir/prefix" ] || exit 0
+  for n in 1 2 3; do
+    if [ -f "$dir/n$n/pid" ]; then
+      pid=$(cat "$dir/n$n/pid")
+      kill -TERM "$pid" 2>/dev/null || true
+    fi
+  done
+  for n in 1 2 3; do
+    if [ -f "$dir/n$n/pid" ]; then
+      pid=$(cat "$dir/n$n/pid")
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null || true
+      rm -f "$dir/n$n/pid"
+    fi
+  done
+  for n in 1 2 3; do ip netns del "$(ns $n)" 2>/dev/null || true; done
+  ip netns del "$(sw)" 2>/dev/null || true
+  ;;
+*) echo "corosync-lab: unknown command $cmd" >&2; exit 2 ;;
+esac
