@@ -12,6 +12,11 @@
 //! The keeper's gate is quorum ([`QuorumWatch`]): a node that is not in the
 //! quorate partition of its corosync cluster, or cannot prove it is, stops
 //! petting too, so the node that was cut off resets.
+//!
+//! Like Proxmox's LRM, the watchdog is armed only once the node is quorate:
+//! a node that starts without quorum (a cluster cold start, nodes booting
+//! one by one) waits, unarmed, instead of resetting every timeout and never
+//! letting the cluster form.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -34,7 +39,10 @@ pub const STATUS_FILE: &str = "watchdog.json";
 
 /// The running keeper, as the daemon holds it.
 pub struct DaemonKeeper {
-    handle: KeeperHandle,
+    /// The running keeper; `None` while waiting for quorum to arm it.
+    handle: Option<KeeperHandle>,
+    /// What to start once quorate.
+    pending: Option<(KeeperConfig, PathBuf)>,
     quorum: QuorumWatch,
     liveness: Liveness,
     period: Duration,
@@ -58,40 +66,61 @@ impl DaemonKeeper {
         };
         let period = Self::period_for(&kc);
         let liveness = Liveness::new();
-        let l = liveness.clone();
-        let wedge_after = kc.wedge_after.0;
         let qc = cfg.quorum.clone();
-        let started = tokio::task::spawn_blocking(move || {
-            // The gate: this node pets only while it is in the quorate
-            // partition (or in no cluster); see `crate::quorum`.
-            let quorum = QuorumWatch::start(&qc);
-            l.touch();
-            let r = Keeper::new(kc, l)
-                .with_gate("quorum", quorum.gate())
-                .start();
-            (quorum, r)
-        })
-        .await
-        .map_err(|e| anyhow!("the watchdog keeper's start panicked: {e}"))?;
-        let (quorum, started) = started;
-        let handle = started.map_err(|e| {
-            // Every KeeperError that concerns a path names it.
-            anyhow!(
-                "{}: [watchdog]: cannot start the watchdog keeper: {e}; a node configured to \
-                 self-fence does not run without its watchdog (enabled = false in [watchdog] \
-                 runs the daemon without self-fencing)",
-                cfg.path.display(),
-            )
-        });
-        let handle = match handle {
-            Ok(h) => h,
-            Err(e) => {
+        // The gate: this node pets only while it is in the quorate partition
+        // (or in no cluster); see `crate::quorum`. The watch answers once
+        // before `start` returns.
+        let quorum = tokio::task::spawn_blocking(move || QuorumWatch::start(&qc))
+            .await
+            .map_err(|e| anyhow!("the quorum watch's start panicked: {e}"))?;
+        let mut k = DaemonKeeper {
+            handle: None,
+            pending: Some((kc, cfg.path.clone())),
+            quorum,
+            liveness,
+            period,
+            status_path: cfg.state_dir.join(STATUS_FILE),
+            last_write: None,
+            writing: None,
+        };
+        if (k.quorum.gate())() {
+            if let Err(e) = k.arm() {
+                let quorum = k.quorum;
                 tokio::task::spawn_blocking(move || quorum.stop())
                     .await
                     .ok();
                 return Err(e);
             }
+        } else {
+            tracing::warn!(
+                "no quorum yet: the watchdog is armed once this node is quorate \
+                 (a node that starts without quorum waits instead of resetting)"
+            );
+        }
+        k.turn()?;
+        Ok(Some(k))
+    }
+
+    /// Starts the keeper now (quorum is there). Blocking but quick: opens
+    /// the device or connects to watchdog-mux.
+    fn arm(&mut self) -> Result<()> {
+        let Some((kc, path)) = self.pending.take() else {
+            return Ok(());
         };
+        let wedge_after = kc.wedge_after.0;
+        self.liveness.touch();
+        let handle = Keeper::new(kc, self.liveness.clone())
+            .with_gate("quorum", self.quorum.gate())
+            .start()
+            .map_err(|e| {
+                // Every KeeperError that concerns a path names it.
+                anyhow!(
+                    "{}: [watchdog]: cannot start the watchdog keeper: {e}; a node configured to \
+                     self-fence does not run without its watchdog (enabled = false in [watchdog] \
+                     runs the daemon without self-fencing)",
+                    path.display(),
+                )
+            })?;
         let st = handle.status();
         tracing::info!(
             backend = %st.backend,
@@ -101,17 +130,8 @@ impl DaemonKeeper {
             "watchdog keeper started: the node resets if this daemon stops turning for \
              wedge_after plus the watchdog timeout"
         );
-        let mut k = DaemonKeeper {
-            handle,
-            quorum,
-            liveness,
-            period,
-            status_path: cfg.state_dir.join(STATUS_FILE),
-            last_write: None,
-            writing: None,
-        };
-        k.turn();
-        Ok(Some(k))
+        self.handle = Some(handle);
+        Ok(())
     }
 
     /// How often the main loop must turn at least: 1 s, or a quarter of
@@ -130,23 +150,34 @@ impl DaemonKeeper {
     /// One turn of the daemon's main loop: the daemon is alive. Also
     /// rewrites the status file now and then (off the async threads, one
     /// write at a time, so a slow disk cannot wedge the loop).
-    pub fn turn(&mut self) {
+    ///
+    /// While the watchdog waits for quorum, a turn that finds the node
+    /// quorate arms it; failing to arm then is an error for the daemon.
+    pub fn turn(&mut self) -> Result<()> {
         self.liveness.touch();
-        if self.writing.as_ref().is_some_and(|w| !w.is_finished()) {
-            return;
+        if self.handle.is_none() && (self.quorum.gate())() {
+            tracing::info!("quorate: arming the watchdog");
+            self.arm()?;
         }
-        let st = self.handle.status();
+        if self.writing.as_ref().is_some_and(|w| !w.is_finished()) {
+            return Ok(());
+        }
+        let Some(handle) = self.handle.as_ref() else {
+            return Ok(());
+        };
+        let st = handle.status();
         let due = match self.last_write {
             None => true,
             Some((at, fit)) => at.elapsed() >= STATUS_EVERY || fit != st.fit,
         };
         if !due {
-            return;
+            return Ok(());
         }
         self.last_write = Some((Instant::now(), st.fit));
         let path = self.status_path.clone();
         let file = StatusFile::from(&st);
         self.writing = Some(tokio::task::spawn_blocking(move || file.write(&path)));
+        Ok(())
     }
 
     /// Stops the keeper: disarms the watchdog (magic close) unless the gate
@@ -159,7 +190,7 @@ impl DaemonKeeper {
         let quorum = self.quorum;
         // The keeper first: it reads the gate to decide whether to disarm.
         let r = tokio::task::spawn_blocking(move || {
-            let r = handle.stop();
+            let r = handle.map(|h| h.stop()).unwrap_or(Ok(()));
             quorum.stop();
             r
         })

@@ -185,7 +185,11 @@ struct Daemon {
 
 impl Daemon {
     fn start(lab: &Lab, dir: &Path, n: u8) -> Daemon {
-        let d = dir.join(format!("daemon-n{n}"));
+        Self::start_as(lab, dir, n, "")
+    }
+
+    fn start_as(lab: &Lab, dir: &Path, n: u8, tag: &str) -> Daemon {
+        let d = dir.join(format!("daemon-n{n}{tag}"));
         std::fs::create_dir_all(&d).unwrap();
         let sock = d.join("watchdog-mux.sock");
         let mux = FakeMux::start(&sock);
@@ -379,6 +383,17 @@ fn the_node_cut_off_neither_promotes_nor_pets_its_watchdog() {
         d1.log()
     );
 
+    // A daemon that starts on node 3 now, without quorum, does not arm the
+    // watchdog at all (it would reset the node every timeout and a cluster
+    // cold start would never converge): it waits for quorum.
+    let d3_late = Daemon::start_as(&lab, dir, 3, "-late");
+    wait_until("the late daemon to wait for quorum", || {
+        d3_late
+            .log()
+            .contains("no quorum yet: the watchdog is armed once this node is quorate")
+    });
+    assert_eq!(d3_late.mux.count(), 0, "armed without quorum");
+
     if let Some(r) = &replica {
         // Node 3 refuses, even with the operator's word, and changes nothing.
         let before = (pool_state_b(r), tree(&r.dst_state));
@@ -418,6 +433,14 @@ fn the_node_cut_off_neither_promotes_nor_pets_its_watchdog() {
     });
     let petting_again = t_heal.elapsed();
     assert!(d3.log().contains("petting resumes"), "{}", d3.log());
+    wait_until("the late daemon to arm once quorate", || {
+        d3_late.mux.petting(Duration::from_millis(300))
+    });
+    assert!(
+        d3_late.log().contains("quorate: arming the watchdog"),
+        "{}",
+        d3_late.log()
+    );
     for l in d3
         .log()
         .lines()
@@ -427,7 +450,7 @@ fn the_node_cut_off_neither_promotes_nor_pets_its_watchdog() {
     }
 
     // Both stop cleanly now: one V each.
-    for (n, d) in [(3, d3), (1, d1)] {
+    for (n, d) in [(3, d3), (1, d1), (3, d3_late)] {
         let log = d.log();
         let mux = FakeMux {
             bytes: d.mux.bytes.clone(),

@@ -116,9 +116,16 @@ pub async fn daemon(path: &Path) -> Result<ExitCode> {
     let live: Live = Arc::default();
     let reporter = tokio::spawn(report_progress(live.clone()));
 
+    let mut fatal = None;
     loop {
         if let Some(k) = keeper.as_mut() {
-            k.turn();
+            // Arming the watchdog once quorate can fail (device gone): a
+            // node configured to self-fence does not run without it.
+            if let Err(e) = k.turn() {
+                tracing::error!("{e:#}");
+                fatal = Some(e);
+                break;
+            }
         }
         let due = tt.take_due(Instant::now());
         if !due.is_empty() {
@@ -185,7 +192,7 @@ pub async fn daemon(path: &Path) -> Result<ExitCode> {
     while !tasks.is_empty() {
         // Still alive while the running cycles finish.
         if let Some(k) = keeper.as_mut() {
-            k.turn();
+            let _ = k.turn();
         }
         tokio::select! {
             _ = tokio::time::sleep(turn) => {}
@@ -203,6 +210,9 @@ pub async fn daemon(path: &Path) -> Result<ExitCode> {
             tracing::error!("tandem daemon stopped, but not cleanly: {e:#}");
             return Ok(ExitCode::from(1));
         }
+    }
+    if let Some(e) = fatal {
+        return Err(e);
     }
     tracing::info!("tandem daemon stopped");
     Ok(ExitCode::SUCCESS)
