@@ -33,4 +33,4 @@ pub use error::ZfsError;
 pub use exec::{SshTarget, Transport, ZfsProcess};
 pub use model::{Bookmark, Dataset, DatasetKind, Guid, Listing, Snapshot};
 pub use name::{BookmarkName, DatasetName, HoldTag, NameError, SnapshotName};
-pub use stream::{RecvStream, SendStream, StreamHandle};
+pub use stream::{DirectInput, RecvStream, SendStream, StreamHandle};
