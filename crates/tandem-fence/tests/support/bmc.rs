@@ -148,4 +148,3 @@ impl Drop for Bmc {
             .status();
     }
 }
-
