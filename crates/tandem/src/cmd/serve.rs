@@ -4,7 +4,7 @@
 //! selects its `[[serve.peers]]` policy; a peer without one is refused.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::pin::Pin;
 use std::process::ExitCode;
@@ -74,8 +74,8 @@ type Writer = Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
 /// socket): those are driven by the runtime's reactor directly, from
 /// duplicated descriptors. tokio's own `stdin()`/`stdout()` would hand every
 /// read and write to a blocking thread and copy it once more, which costs
-/// more CPU than the stream's checksums. Anything else (a terminal, a file)
-/// falls back to them.
+/// more CPU than the stream's checksums. Anything else (a terminal, a file,
+/// a stdout that stderr shares) falls back to them.
 fn stdio() -> (Reader, Writer) {
     let fd = |f: std::io::Result<OwnedFd>| -> Option<(OwnedFd, std::fs::FileType)> {
         let file = std::fs::File::from(f.ok()?);
@@ -96,9 +96,19 @@ fn stdio() -> (Reader, Writer) {
                 None
             }
         });
+    // Non-blocking mode belongs to the pipe, not the descriptor: if stderr
+    // is the same pipe (`2>&1`), log lines could then fail with EAGAIN.
+    let id = |f: std::io::Result<OwnedFd>| {
+        let m = std::fs::File::from(f.ok()?).metadata().ok()?;
+        Some((m.dev(), m.ino()))
+    };
+    let shared = id(std::io::stdout().as_fd().try_clone_to_owned())
+        == id(std::io::stderr().as_fd().try_clone_to_owned());
     let w: Option<Writer> =
         fd(std::io::stdout().as_fd().try_clone_to_owned()).and_then(|(fd, t)| {
-            if t.is_fifo() {
+            if shared {
+                None
+            } else if t.is_fifo() {
                 let p = tokio::net::unix::pipe::Sender::from_owned_fd(fd).ok()?;
                 Some(Box::pin(p) as Writer)
             } else if t.is_socket() {
