@@ -24,6 +24,9 @@
 #   E2E_WORK=/var/tmp    where the pool images go (needs ~3x E2E_SIZE_MB)
 #   E2E_TANDEM=PATH      use this tandem binary instead of building
 #                        target/release/tandem
+#   E2E_ROWS=REGEX       only the rows whose log name matches (grep -E), e.g.
+#                        'local-pipe|tandem-serve' (the reference row of a
+#                        table is needed for its ratio column)
 #
 # Every path moves the same snapshot into a target pool created fresh for
 # that measurement; MB/s = bytes of the `zfs send` stream / wall time of the
@@ -212,6 +215,9 @@ ssh "${sshopt[@]}" -p "$E2E_SSH_PORT" root@127.0.0.1 true || { log "the bench ss
 # VERIFY=1 (default) checks that the target's snapshots have the source's GUIDs.
 measure() {
   local name=$1 cmd=$2 t0 t1 c0 c1 f0 f1 rc=0 k n
+  if [ -n "${E2E_ROWS:-}" ] && ! grep -qE "$E2E_ROWS" <<<"$name"; then
+    R_ERR="skipped (E2E_ROWS)"; return
+  fi
   new_pool "$dst"
   clean_src_snaps
   rm -f "$work/rss" "$work/rss.stop" "$work/rss.cpu"

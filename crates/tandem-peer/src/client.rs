@@ -261,6 +261,38 @@ async fn finish(
     }
 }
 
+enum Input {
+    Direct(Pin<Box<dyn AsyncRead + Send>>),
+    Duplex(tokio::io::BufReader<tokio::io::DuplexStream>),
+}
+
+/// Waits for the caller's choice: a reader handed over through `direct`,
+/// or bytes (or the end) arriving through the duplex. A handed-over reader
+/// wins: it is sent before the writer is closed.
+async fn input(
+    mut direct: tokio::sync::oneshot::Receiver<Pin<Box<dyn AsyncRead + Send>>>,
+    duplex: tokio::io::DuplexStream,
+) -> Input {
+    use tokio::io::AsyncBufReadExt;
+    let mut duplex = tokio::io::BufReader::with_capacity(1 << 20, duplex);
+    let mut offered = true;
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut direct, if offered => match r {
+                Ok(from) => return Input::Direct(from),
+                Err(_) => offered = false,
+            },
+            _ = async { duplex.fill_buf().await.map(|b| b.len()) } => {
+                if let Ok(from) = direct.try_recv() {
+                    return Input::Direct(from);
+                }
+                return Input::Duplex(duplex);
+            }
+        }
+    }
+}
+
 impl Zfs for PeerZfs {
     fn node(&self) -> &str {
         &self.node
@@ -388,6 +420,7 @@ impl Zfs for PeerZfs {
             .start_stream(Request::Receive { spec: spec.clone() })
             .await?;
         let (writer, reader) = tokio::io::duplex(4 << 20);
+        let (direct, direct_rx) = tokio::sync::oneshot::channel();
         let (node, idle, wire) = (self.node.clone(), self.idle.clone(), spec.wire);
         let handle = StreamHandle::task(
             format!(
@@ -404,15 +437,24 @@ impl Zfs for PeerZfs {
                     mode: mode(wire),
                     ..EncodeOptions::default()
                 };
-                let r =
-                    tandem_stream::encode(reader, &mut c.w, opts, Arc::new(Counters::default()))
-                        .await;
+                let counters = Arc::new(Counters::default());
+                // The sender's reader itself if the caller hands it over (no
+                // copy through the duplex), else what is written into it.
+                let r = match input(direct_rx, reader).await {
+                    Input::Direct(from) => {
+                        tandem_stream::encode(from, &mut c.w, opts, counters).await
+                    }
+                    Input::Duplex(from) => {
+                        tandem_stream::encode(from, &mut c.w, opts, counters).await
+                    }
+                };
                 finish(node, c, idle, r.err().map(|e| e.to_string())).await
             },
         );
         Ok(RecvStream {
             writer: Box::pin(writer),
             handle,
+            direct: Some(direct),
         })
     }
 

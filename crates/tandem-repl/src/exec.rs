@@ -7,6 +7,7 @@
 //! job's own older snapshots. Nothing is ever received with `-F`, so ZFS
 //! itself refuses to overwrite a target that changed.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -410,8 +411,42 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
                 return Err(zerr(tn)(e));
             }
         };
-        let (to, mut recv) = (recv.writer, recv.handle);
+        let tandem_zfs::RecvStream {
+            writer: to,
+            handle: mut recv,
+            direct,
+        } = recv;
         tracing::info!(job = %self.job.name, send = %send.cmd(), recv = %recv.cmd(), "transfer started");
+        let mut from = from;
+        if let Some(slot) = direct {
+            // The receiver reads the sender's stream itself (a peer's frame
+            // encoder): no copy through this process's pipe.
+            let eof = Arc::new(AtomicBool::new(false));
+            let metered = pipe::Metered::new(
+                from,
+                self.job.rate_limit,
+                self.progress.clone(),
+                eof.clone(),
+            );
+            match slot.send(Box::pin(metered)) {
+                Ok(()) => {
+                    drop(to);
+                    let r = recv.wait().await;
+                    if r.is_ok() || eof.load(Ordering::Relaxed) {
+                        // The sender's output ended: its exit status counts
+                        // first (a short stream is its failure, not ours).
+                        send.wait().await.map_err(zerr(sn))?;
+                    } else {
+                        send.kill();
+                        let _ = send.wait().await;
+                    }
+                    r.map_err(zerr(tn))?;
+                    return Ok(self.progress.bytes());
+                }
+                // The receiver is gone already; the copy below reports it.
+                Err(back) => from = back,
+            }
+        }
         let copied = pipe::copy(from, to, self.job.rate_limit, self.progress.clone()).await;
         match copied {
             Ok(n) => {

@@ -3,11 +3,14 @@
 //! applies backpressure instead of growing memory, and reading overlaps
 //! writing. No external mbuffer is needed.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
 
 /// Size of one buffer.
@@ -170,6 +173,69 @@ where
     Ok(written)
 }
 
+/// The sender's stream as handed to a receiver that reads it itself (see
+/// `RecvStream::direct`): counts what passes into `progress`, holds reads
+/// back to `rate_limit` bytes per second (0 = unlimited), and notes whether
+/// the sender's end was reached.
+pub struct Metered<R> {
+    inner: R,
+    rate: u64,
+    start: tokio::time::Instant,
+    read: u64,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    progress: Arc<Progress>,
+    eof: Arc<AtomicBool>,
+}
+
+impl<R> Metered<R> {
+    /// Wraps `inner`; `eof` is set once it returned end of file.
+    pub fn new(inner: R, rate_limit: u64, progress: Arc<Progress>, eof: Arc<AtomicBool>) -> Self {
+        progress.bytes.store(0, Ordering::Relaxed);
+        Self {
+            inner,
+            rate: rate_limit,
+            start: tokio::time::Instant::now(),
+            read: 0,
+            sleep: None,
+            progress,
+            eof,
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Metered<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.rate > 0 {
+            loop {
+                if let Some(s) = this.sleep.as_mut() {
+                    ready!(s.as_mut().poll(cx));
+                    this.sleep = None;
+                }
+                let due = Duration::from_secs_f64(this.read as f64 / this.rate as f64);
+                let elapsed = this.start.elapsed();
+                if due <= elapsed {
+                    break;
+                }
+                this.sleep = Some(Box::pin(tokio::time::sleep(due - elapsed)));
+            }
+        }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        let n = buf.filled().len() - before;
+        if n == 0 && buf.remaining() > 0 {
+            this.eof.store(true, Ordering::Relaxed);
+        }
+        this.read += n as u64;
+        this.progress.bytes.store(this.read, Ordering::Relaxed);
+        Poll::Ready(Ok(()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +267,36 @@ mod tests {
         r.read_to_end(&mut out).await.expect("read");
         h.await.expect("join").expect("copy");
         // two chunks at one chunk per second: the clock (paused, virtual) moved 2 s
+        assert!(start.elapsed() >= Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn metered_counts_paces_and_sees_the_end() {
+        let data = vec![5u8; 2 * CHUNK];
+        let (p, eof) = (
+            Arc::new(Progress::default()),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let start = tokio::time::Instant::now();
+        let mut m = Metered::new(
+            std::io::Cursor::new(data.clone()),
+            CHUNK as u64,
+            p.clone(),
+            eof.clone(),
+        );
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = m.read(&mut buf).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(out, data);
+        assert_eq!(p.bytes(), data.len() as u64);
+        assert!(eof.load(Ordering::Relaxed));
+        // the second chunk waited a second, the end another one
         assert!(start.elapsed() >= Duration::from_secs(2));
     }
 

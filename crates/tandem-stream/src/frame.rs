@@ -127,6 +127,12 @@ impl FrameHeader {
 
 fn header_bytes(flags: u8, raw_len: u32, payload: &[u8]) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
+    write_header(&mut h, flags, raw_len, payload);
+    h
+}
+
+fn write_header(h: &mut [u8; HEADER_LEN], flags: u8, raw_len: u32, payload: &[u8]) {
+    h.fill(0);
     h[0..4].copy_from_slice(&MAGIC);
     h[4] = VERSION;
     h[5] = flags;
@@ -135,7 +141,53 @@ fn header_bytes(flags: u8, raw_len: u32, payload: &[u8]) -> [u8; HEADER_LEN] {
     h[16..20].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
     let hc = crc32fast::hash(&h[0..20]);
     h[20..24].copy_from_slice(&hc.to_le_bytes());
-    h
+}
+
+/// Turns `buf` = [`HEADER_LEN`] bytes of room followed by a raw payload into
+/// a complete raw data frame, in place: the header is written into the room
+/// (the payload is not copied). `buf.len() - HEADER_LEN` must be at most
+/// [`MAX_FRAME`].
+pub fn seal_raw(buf: &mut [u8]) {
+    debug_assert!(buf.len() >= HEADER_LEN && buf.len() - HEADER_LEN <= MAX_FRAME);
+    let (h, payload) = buf.split_at_mut(HEADER_LEN);
+    let h: &mut [u8; HEADER_LEN] = h.try_into().expect("HEADER_LEN bytes");
+    write_header(h, 0, payload.len() as u32, payload);
+}
+
+/// Compresses `raw` with zstd at `level` into `out` as a complete
+/// compressed frame (header included) if that saves at least 1/32 of its
+/// size; returns the frame's length, or `None` if the frame should go raw.
+/// `out` is resized as needed and its contents beyond the frame are
+/// unspecified. The zstd context is kept per thread and reused.
+pub fn compress_frame(raw: &[u8], level: i32, out: &mut Vec<u8>) -> Option<usize> {
+    debug_assert!(raw.len() <= MAX_FRAME);
+    let need = HEADER_LEN + zstd::zstd_safe::compress_bound(raw.len());
+    if out.len() < need {
+        out.resize(need, 0);
+    }
+    let n = CCTX.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().map(|(l, _)| *l) != Some(level) {
+            *c = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        let (_, z) = c.as_mut()?;
+        z.compress_to_buffer(raw, &mut out[HEADER_LEN..need]).ok()
+    })?;
+    // Worth it only if it saves at least 1/32.
+    if n + raw.len() / 32 >= raw.len() {
+        return None;
+    }
+    let (h, payload) = out.split_at_mut(HEADER_LEN);
+    let h: &mut [u8; HEADER_LEN] = h.try_into().expect("HEADER_LEN bytes");
+    write_header(h, FLAG_ZSTD, raw.len() as u32, &payload[..n]);
+    Some(HEADER_LEN + n)
+}
+
+thread_local! {
+    static CCTX: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+    static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// Appends one data frame carrying `raw` (at most [`MAX_FRAME`] bytes) to
@@ -149,17 +201,9 @@ pub fn encode_frame(
 ) -> bool {
     debug_assert!(raw.len() <= MAX_FRAME);
     if let Compression::Zstd(level) = compression {
-        scratch.clear();
-        let bound = zstd::zstd_safe::compress_bound(raw.len());
-        scratch.resize(bound, 0);
-        if let Ok(n) = zstd::bulk::compress_to_buffer(raw, scratch.as_mut_slice(), level) {
-            // Worth it only if it saves at least 1/32.
-            if n + raw.len() / 32 < raw.len() {
-                scratch.truncate(n);
-                out.extend_from_slice(&header_bytes(FLAG_ZSTD, raw.len() as u32, scratch));
-                out.extend_from_slice(scratch);
-                return true;
-            }
+        if let Some(n) = compress_frame(raw, level, scratch) {
+            out.extend_from_slice(&scratch[..n]);
+            return true;
         }
     }
     out.extend_from_slice(&header_bytes(0, raw.len() as u32, raw));
@@ -230,37 +274,62 @@ pub fn decode_payload(
     offset: u64,
     out: &mut Vec<u8>,
 ) -> Result<(), FrameError> {
+    check_payload(h, payload, offset)?;
+    if h.is_zstd() {
+        let start = out.len();
+        out.resize(start + h.raw_len as usize, 0);
+        match decompress_payload(h, payload, offset, &mut out[start..]) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                out.truncate(start);
+                Err(e)
+            }
+        }
+    } else {
+        out.extend_from_slice(payload);
+        Ok(())
+    }
+}
+
+/// Checks a payload's crc32 against its header.
+pub fn check_payload(h: &FrameHeader, payload: &[u8], offset: u64) -> Result<(), FrameError> {
     if crc32fast::hash(payload) != h.payload_crc {
         return Err(FrameError::PayloadCrc {
             offset,
             payload_len: h.payload_len,
         });
     }
-    if h.is_zstd() {
-        let start = out.len();
-        out.resize(start + h.raw_len as usize, 0);
-        match zstd::bulk::decompress_to_buffer(payload, &mut out[start..]) {
-            Ok(n) if n == h.raw_len as usize => Ok(()),
-            Ok(n) => {
-                out.truncate(start);
-                Err(FrameError::Decompress {
-                    offset,
-                    raw_len: h.raw_len,
-                    reason: format!("got {n} bytes"),
-                })
-            }
-            Err(e) => {
-                out.truncate(start);
-                Err(FrameError::Decompress {
-                    offset,
-                    raw_len: h.raw_len,
-                    reason: e.to_string(),
-                })
-            }
-        }
-    } else {
-        out.extend_from_slice(payload);
-        Ok(())
+    Ok(())
+}
+
+/// Decompresses a (checked) zstd payload into `out`, which must be exactly
+/// `h.raw_len` bytes long; fails unless it decompresses to exactly that.
+/// The zstd context is kept per thread and reused.
+pub fn decompress_payload(
+    h: &FrameHeader,
+    payload: &[u8],
+    offset: u64,
+    out: &mut [u8],
+) -> Result<(), FrameError> {
+    let err = |reason: String| FrameError::Decompress {
+        offset,
+        raw_len: h.raw_len,
+        reason,
+    };
+    let r = DCTX.with(|d| {
+        let mut d = d.borrow_mut();
+        let mut z = match d.take() {
+            Some(z) => z,
+            None => zstd::bulk::Decompressor::new()?,
+        };
+        let r = z.decompress_to_buffer(payload, out);
+        *d = Some(z);
+        r
+    });
+    match r {
+        Ok(n) if n == h.raw_len as usize && n == out.len() => Ok(()),
+        Ok(n) => Err(err(format!("got {n} bytes"))),
+        Err(e) => Err(err(e.to_string())),
     }
 }
 

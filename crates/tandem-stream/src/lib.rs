@@ -28,7 +28,8 @@ pub mod frame;
 pub mod pipeline;
 
 pub use frame::{
-    decode_all, decode_payload, encode_frame, encode_trailer, parse_header, Compression,
-    FrameError, FrameHeader, HEADER_LEN, MAX_FRAME,
+    check_payload, compress_frame, decode_all, decode_payload, decompress_payload, encode_frame,
+    encode_trailer, parse_header, seal_raw, Compression, FrameError, FrameHeader, HEADER_LEN,
+    MAX_FRAME,
 };
 pub use pipeline::{decode, encode, Counters, EncodeOptions, Mode, Stats, StreamError};

@@ -12,13 +12,13 @@
 //! written on, and fails on a missing or inconsistent trailer.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::frame::{self, Compression, FrameError, HEADER_LEN};
+use crate::frame::{self, FrameError, HEADER_LEN};
 
 /// Raw bytes per frame.
 pub const FRAME_SIZE: usize = 1 << 20;
@@ -142,8 +142,35 @@ impl Pacer {
     }
 }
 
+/// One frame on its way to the writer: sealed already (raw frames are
+/// sealed in place on the reading task, no thread hop), or being compressed
+/// on a blocking thread.
+enum Slot {
+    Ready(Sealed),
+    Busy(tokio::task::JoinHandle<Sealed>),
+}
+
+/// A complete frame in `buf[..len]`; `spare` is a buffer to recycle.
+struct Sealed {
+    buf: Vec<u8>,
+    len: usize,
+    compressed: bool,
+    spare: Option<Vec<u8>>,
+}
+
+/// Size of every encoder buffer: a header, then room for a raw frame or for
+/// zstd's worst case of one.
+fn buf_len() -> usize {
+    HEADER_LEN + zstd::zstd_safe::compress_bound(FRAME_SIZE)
+}
+
 /// Encodes everything from `input` onto `output`, then the trailer; flushes
 /// `output` but leaves it open.
+///
+/// The input is read straight into reused frame buffers behind room for the
+/// header, so a raw frame is written as read (one copy in, one out: the
+/// kernel's); compressed frames go to a blocking thread with a reused zstd
+/// context and come back in order.
 pub async fn encode<R, W>(
     mut input: R,
     mut output: W,
@@ -159,9 +186,10 @@ where
         Mode::None => None,
         Mode::Zstd(l) | Mode::Auto(l) => Some(l),
     };
-    let compress_now = Arc::new(AtomicBool::new(level.is_some()));
+    let mut compress_now = level.is_some();
     let auto = matches!(opts.mode, Mode::Auto(_));
-    let mut inflight: VecDeque<tokio::task::JoinHandle<(Vec<u8>, bool)>> = VecDeque::new();
+    let mut inflight: VecDeque<Slot> = VecDeque::new();
+    let mut pool: Vec<Vec<u8>> = Vec::new();
     let mut stats = Stats::default();
     let pacer = Pacer {
         rate: opts.rate_limit,
@@ -172,49 +200,77 @@ where
     let mut eof = false;
     loop {
         while !eof && inflight.len() < workers * 2 {
-            let mut chunk = vec![0u8; FRAME_SIZE];
-            let n = fill(&mut input, &mut chunk)
+            let mut buf = pool.pop().unwrap_or_else(|| vec![0u8; buf_len()]);
+            let n = fill(&mut input, &mut buf[HEADER_LEN..HEADER_LEN + FRAME_SIZE])
                 .await
                 .map_err(|e| StreamError::Read {
                     offset: stats.raw,
                     source: e,
                 })?;
             if n == 0 {
+                pool.push(buf);
                 eof = true;
                 break;
             }
-            chunk.truncate(n);
             stats.raw += n as u64;
             counters.raw.store(stats.raw, Ordering::Relaxed);
-            let c = match (level, compress_now.load(Ordering::Relaxed)) {
-                (Some(l), true) => Compression::Zstd(l),
-                _ => Compression::None,
-            };
-            inflight.push_back(tokio::task::spawn_blocking(move || {
-                let (mut out, mut scratch) =
-                    (Vec::with_capacity(chunk.len() + HEADER_LEN), Vec::new());
-                let z = frame::encode_frame(&chunk, c, &mut scratch, &mut out);
-                (out, z)
-            }));
+            match level.filter(|_| compress_now) {
+                None => {
+                    frame::seal_raw(&mut buf[..HEADER_LEN + n]);
+                    inflight.push_back(Slot::Ready(Sealed {
+                        buf,
+                        len: HEADER_LEN + n,
+                        compressed: false,
+                        spare: None,
+                    }));
+                }
+                Some(l) => {
+                    let mut out = pool.pop().unwrap_or_else(|| vec![0u8; buf_len()]);
+                    inflight.push_back(Slot::Busy(tokio::task::spawn_blocking(move || {
+                        match frame::compress_frame(&buf[HEADER_LEN..HEADER_LEN + n], l, &mut out) {
+                            Some(len) => Sealed {
+                                buf: out,
+                                len,
+                                compressed: true,
+                                spare: Some(buf),
+                            },
+                            None => {
+                                frame::seal_raw(&mut buf[..HEADER_LEN + n]);
+                                Sealed {
+                                    buf,
+                                    len: HEADER_LEN + n,
+                                    compressed: false,
+                                    spare: Some(out),
+                                }
+                            }
+                        }
+                    })));
+                }
+            }
         }
         let Some(next) = inflight.pop_front() else {
             break;
         };
         let t0 = Instant::now();
-        let (bytes, z) = next.await.map_err(|e| StreamError::Worker(e.to_string()))?;
+        let sealed = match next {
+            Slot::Ready(s) => s,
+            Slot::Busy(h) => h.await.map_err(|e| StreamError::Worker(e.to_string()))?,
+        };
         let te = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         output
-            .write_all(&bytes)
+            .write_all(&sealed.buf[..sealed.len])
             .await
             .map_err(|e| StreamError::Write {
                 offset: stats.wire,
                 source: e,
             })?;
         let tw = t1.elapsed().as_secs_f64();
-        stats.wire += bytes.len() as u64;
+        stats.wire += sealed.len as u64;
         stats.frames += 1;
-        stats.compressed += u64::from(z);
+        stats.compressed += u64::from(sealed.compressed);
+        pool.push(sealed.buf);
+        pool.extend(sealed.spare);
         counters.wire.store(stats.wire, Ordering::Relaxed);
         counters.frames.store(stats.frames, Ordering::Relaxed);
         counters
@@ -225,11 +281,10 @@ where
             wait_enc = 0.8 * wait_enc + 0.2 * te;
             wait_write = 0.8 * wait_write + 0.2 * (tw + pacer_wait(&pacer, stats.wire));
             // Compress while writes (the link) take longer than compression.
-            let on = compress_now.load(Ordering::Relaxed);
-            if on && wait_enc > 1.5 * wait_write {
-                compress_now.store(false, Ordering::Relaxed);
-            } else if !on && wait_write > wait_enc.max(1e-4) {
-                compress_now.store(true, Ordering::Relaxed);
+            if compress_now && wait_enc > 1.5 * wait_write {
+                compress_now = false;
+            } else if !compress_now && wait_write > wait_enc.max(1e-4) {
+                compress_now = true;
             }
         }
     }
@@ -270,8 +325,8 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut stats = Stats::default();
-    let mut payload = Vec::new();
-    let mut out = Vec::with_capacity(FRAME_SIZE);
+    // Reused buffers, grown but never shrunk (so never zeroed again).
+    let (mut pbuf, mut obuf) = (Vec::new(), Vec::new());
     loop {
         let offset = stats.wire;
         let mut hdr = [0u8; HEADER_LEN];
@@ -290,8 +345,12 @@ where
             .into());
         }
         let h = frame::parse_header(&hdr, offset)?;
-        payload.resize(h.payload_len as usize, 0);
-        let n = fill(&mut input, &mut payload)
+        let plen = h.payload_len as usize;
+        if pbuf.len() < plen {
+            pbuf.resize(plen, 0);
+        }
+        let payload = &mut pbuf[..plen];
+        let n = fill(&mut input, payload)
             .await
             .map_err(|e| StreamError::Read { offset, source: e })?;
         if n < payload.len() {
@@ -303,14 +362,14 @@ where
         }
         stats.wire += (HEADER_LEN + payload.len()) as u64;
         if h.is_trailer() {
-            if crc32fast::hash(&payload) != h.payload_crc {
+            if crc32fast::hash(payload) != h.payload_crc {
                 return Err(FrameError::PayloadCrc {
                     offset,
                     payload_len: h.payload_len,
                 }
                 .into());
             }
-            let (want_bytes, want_frames) = frame::parse_trailer(&payload).unwrap_or_default();
+            let (want_bytes, want_frames) = frame::parse_trailer(payload).unwrap_or_default();
             if want_bytes != stats.raw || want_frames != stats.frames {
                 return Err(FrameError::TrailerMismatch {
                     offset,
@@ -328,16 +387,26 @@ where
             counters.wire.store(stats.wire, Ordering::Relaxed);
             return Ok(stats);
         }
-        out.clear();
-        frame::decode_payload(&h, &payload, offset, &mut out)?;
+        frame::check_payload(&h, payload, offset)?;
+        // A raw payload goes on as it is; a compressed one through `obuf`.
+        let raw: &[u8] = if h.is_zstd() {
+            let rlen = h.raw_len as usize;
+            if obuf.len() < rlen {
+                obuf.resize(rlen, 0);
+            }
+            frame::decompress_payload(&h, payload, offset, &mut obuf[..rlen])?;
+            &obuf[..rlen]
+        } else {
+            payload
+        };
         output
-            .write_all(&out)
+            .write_all(raw)
             .await
             .map_err(|e| StreamError::Write {
                 offset: stats.raw,
                 source: e,
             })?;
-        stats.raw += out.len() as u64;
+        stats.raw += raw.len() as u64;
         stats.frames += 1;
         stats.compressed += u64::from(h.is_zstd());
         counters.raw.store(stats.raw, Ordering::Relaxed);

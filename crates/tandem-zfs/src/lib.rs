@@ -35,4 +35,4 @@ pub use model::{
     Bookmark, Dataset, DatasetKind, Generation, Guid, Listing, Snapshot, GENERATION_PROPERTY,
 };
 pub use name::{BookmarkName, DatasetName, HoldTag, NameError, SnapshotName};
-pub use stream::{RecvStream, SendStream, StreamHandle};
+pub use stream::{DirectInput, RecvStream, SendStream, StreamHandle};

@@ -91,7 +91,15 @@ pub struct RecvStream {
     pub writer: Pin<Box<dyn AsyncWrite + Send>>,
     /// Its end.
     pub handle: StreamHandle,
+    /// A receiver that can read the stream itself offers this: send it the
+    /// sender's reader (then close `writer` unused) and it reads from there,
+    /// sparing a copy through `writer`. Drop it to use `writer` instead.
+    pub direct: Option<DirectInput>,
 }
+
+/// Where to hand a [`RecvStream`] the stream's reader; see
+/// [`RecvStream::direct`].
+pub type DirectInput = tokio::sync::oneshot::Sender<Pin<Box<dyn AsyncRead + Send>>>;
 
 impl std::fmt::Debug for SendStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -129,6 +137,7 @@ impl RecvStream {
         Ok(Self {
             writer: Box::pin(inp),
             handle: StreamHandle::process(p),
+            direct: None,
         })
     }
 }

@@ -3,7 +3,10 @@
 //! `$TANDEM_PEER`), set by the forced command in `authorized_keys`, and
 //! selects its `[[serve.peers]]` policy; a peer without one is refused.
 
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
+use std::pin::Pin;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -24,15 +27,10 @@ pub async fn serve_stdio(path: &Path, peer: Option<String>) -> Result<ExitCode> 
         );
     };
     let zfs = cfg.local_zfs();
-    tandem_peer::server::serve(
-        tokio::io::stdin(),
-        tokio::io::stdout(),
-        &zfs,
-        policy,
-        &cfg.local_node,
-    )
-    .await
-    .context("tandem serve")?;
+    let (stdin, stdout) = stdio();
+    tandem_peer::server::serve(stdin, stdout, &zfs, policy, &cfg.local_node)
+        .await
+        .context("tandem serve")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -67,4 +65,69 @@ pub async fn serve_listen(path: &Path, addr: &str) -> Result<ExitCode> {
     }
     tracing::info!("tandem serve stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+type Reader = Pin<Box<dyn tokio::io::AsyncRead + Send>>;
+type Writer = Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
+
+/// Stdin and stdout for the protocol. Under ssh they are pipes (or a
+/// socket): those are driven by the runtime's reactor directly, from
+/// duplicated descriptors. tokio's own `stdin()`/`stdout()` would hand every
+/// read and write to a blocking thread and copy it once more, which costs
+/// more CPU than the stream's checksums. Anything else (a terminal, a file,
+/// a stdout that stderr shares) falls back to them.
+fn stdio() -> (Reader, Writer) {
+    let fd = |f: std::io::Result<OwnedFd>| -> Option<(OwnedFd, std::fs::FileType)> {
+        let file = std::fs::File::from(f.ok()?);
+        let t = file.metadata().ok()?.file_type();
+        Some((OwnedFd::from(file), t))
+    };
+    let r: Option<Reader> =
+        fd(std::io::stdin().as_fd().try_clone_to_owned()).and_then(|(fd, t)| {
+            if t.is_fifo() {
+                // A bigger pipe: fewer wake-ups of sshd and of us per MB.
+                let _ =
+                    nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
+                let p = tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok()?;
+                Some(Box::pin(p) as Reader)
+            } else if t.is_socket() {
+                Some(Box::pin(unix_stream(fd)?) as Reader)
+            } else {
+                None
+            }
+        });
+    // Non-blocking mode belongs to the pipe, not the descriptor: if stderr
+    // is the same pipe (`2>&1`), log lines could then fail with EAGAIN.
+    let id = |f: std::io::Result<OwnedFd>| {
+        let m = std::fs::File::from(f.ok()?).metadata().ok()?;
+        Some((m.dev(), m.ino()))
+    };
+    let shared = id(std::io::stdout().as_fd().try_clone_to_owned())
+        == id(std::io::stderr().as_fd().try_clone_to_owned());
+    let w: Option<Writer> =
+        fd(std::io::stdout().as_fd().try_clone_to_owned()).and_then(|(fd, t)| {
+            if shared {
+                None
+            } else if t.is_fifo() {
+                let p = tokio::net::unix::pipe::Sender::from_owned_fd(fd).ok()?;
+                Some(Box::pin(p) as Writer)
+            } else if t.is_socket() {
+                Some(Box::pin(unix_stream(fd)?) as Writer)
+            } else {
+                None
+            }
+        });
+    match (r, w) {
+        (Some(r), Some(w)) => (r, w),
+        (r, w) => (
+            r.unwrap_or_else(|| Box::pin(tokio::io::stdin())),
+            w.unwrap_or_else(|| Box::pin(tokio::io::stdout())),
+        ),
+    }
+}
+
+fn unix_stream(fd: OwnedFd) -> Option<tokio::net::UnixStream> {
+    let s = std::os::unix::net::UnixStream::from(fd);
+    s.set_nonblocking(true).ok()?;
+    tokio::net::UnixStream::from_std(s).ok()
 }
