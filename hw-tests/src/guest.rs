@@ -16,6 +16,14 @@ use std::time::{Duration, Instant};
 /// One gibibyte, for disk sizes.
 pub const GIB: u64 = 1 << 30;
 
+/// The host as seen from a guest with [`GuestBuilder::host_network`]: QEMU's user-mode network
+/// forwards this address to the host's 127.0.0.1 (TCP and UDP), where e.g. another guest's
+/// `ipmi_sim` BMC listens.
+pub const HOST_GATEWAY: &str = "10.0.2.2";
+
+/// The guest's own address on that user-mode network.
+const HOST_NET_IP: &str = "10.0.2.15/24";
+
 /// The marker line the guest prints on its console when it is ready (see `lab/guest/rc`).
 pub const READY_MARKER: &str = "TANDEM-LAB-READY";
 
@@ -143,6 +151,17 @@ impl Link {
     }
 }
 
+/// The MAC of a guest's user-mode NIC (`52:54:01:...`, the link NIC uses `52:54:00:...`), by which
+/// the guest finds the interface to configure.
+fn host_net_mac(hash: u32) -> String {
+    format!(
+        "52:54:01:{:02x}:{:02x}:{:02x}",
+        (hash >> 16) & 0xff,
+        (hash >> 8) & 0xff,
+        hash & 0xff
+    )
+}
+
 fn name_hash(name: &str) -> u32 {
     // FNV-1a: stable across runs, unlike std's RandomState
     name.bytes().fold(0x811c_9dc5u32, |h, b| {
@@ -165,6 +184,7 @@ pub struct GuestBuilder {
     share: Option<PathBuf>,
     watchdog: Option<Watchdog>,
     ipmi: bool,
+    host_net: bool,
     boot_timeout: Duration,
 }
 
@@ -182,6 +202,7 @@ impl GuestBuilder {
             share: None,
             watchdog: None,
             ipmi: false,
+            host_net: false,
             boot_timeout: Duration::from_secs(180),
         }
     }
@@ -248,6 +269,16 @@ impl GuestBuilder {
     /// (see [`Bmc`]); the BMC starts QEMU.
     pub fn ipmi_bmc(mut self) -> Self {
         self.ipmi = true;
+        self
+    }
+
+    /// Adds a second NIC on QEMU's user-mode network (slirp), through which the guest reaches the
+    /// host's 127.0.0.1 at [`HOST_GATEWAY`] (TCP and UDP), e.g. the `ipmi_sim` BMC of another
+    /// guest. [`Guest::wait_ready`] configures it (`10.0.2.15/24`, no default route) after every
+    /// boot. `restrict=off`, because slirp's `guestfwd` carries TCP only; nothing listens on the
+    /// host for the guest beyond what the test starts.
+    pub fn host_network(mut self) -> Self {
+        self.host_net = true;
         self
     }
 
@@ -375,6 +406,15 @@ impl GuestBuilder {
             ));
             append.push_str(&format!(" tandem.ip={ip}"));
         }
+        if self.host_net {
+            a.push("-netdev".into());
+            a.push("user,id=h0,restrict=off,net=10.0.2.0/24,host=10.0.2.2".into());
+            a.push("-device".into());
+            a.push(format!(
+                "virtio-net-pci,netdev=h0,mac={}",
+                host_net_mac(hash)
+            ));
+        }
         if let Some(s) = &self.share {
             a.push("-virtfs".into());
             a.push(format!(
@@ -443,6 +483,7 @@ impl GuestBuilder {
             qmp: Mutex::new(None),
             cursor: Mutex::new(0),
             ready_seen: Mutex::new(0),
+            host_net_mac: self.host_net.then(|| host_net_mac(name_hash(&self.name))),
             boot_timeout: self.boot_timeout,
             started: Instant::now(),
             keep,
@@ -588,6 +629,8 @@ pub struct Guest {
     qmp: Mutex<Option<Qmp>>,
     cursor: Mutex<usize>,
     ready_seen: Mutex<usize>,
+    /// MAC of the user-mode NIC ([`GuestBuilder::host_network`]), configured by `wait_ready`.
+    host_net_mac: Option<String>,
     boot_timeout: Duration,
     started: Instant,
     keep: bool,
@@ -768,6 +811,14 @@ impl Guest {
         self.agent.reset();
         self.agent.ping(left)?;
         self.ensure_qmp(Duration::from_secs(30))?;
+        if let Some(mac) = &self.host_net_mac {
+            // the rc configures eth0 only; find the user-mode NIC by its MAC
+            self.run(&format!(
+                "dev=; for d in /sys/class/net/*; do \
+                 [ \"$(cat $d/address)\" = {mac} ] && dev=${{d##*/}}; done; \
+                 test -n \"$dev\" && ip addr replace {HOST_NET_IP} dev \"$dev\" && ip link set \"$dev\" up"
+            ))?;
+        }
         Ok(t0.elapsed())
     }
 

@@ -37,7 +37,8 @@ mod qmp;
 
 pub use error::{Error, Result};
 pub use guest::{
-    run_host, shell_quote, Guest, GuestBuilder, Link, NetEnd, Watchdog, GIB, READY_MARKER,
+    run_host, shell_quote, Guest, GuestBuilder, Link, NetEnd, Watchdog, GIB, HOST_GATEWAY,
+    READY_MARKER,
 };
 pub use ipmi::{Bmc, PowerState, BMC_PASSWORD, BMC_USER};
 pub use lab::{Lab, BUILD_HINT};
