@@ -54,6 +54,12 @@ pub struct JobSpec {
     pub rate_limit: u64,
     /// Stream compression where the stream crosses the network.
     pub wire: tandem_zfs::WireCompress,
+    /// The target was just rebuilt by `reverse` as a clone of the common
+    /// snapshot with this GUID; up to this many bytes of `written` at that
+    /// snapshot are the clone's own metadata (ZFS resets a zvol clone's
+    /// intent log, which `written` counts and `zfs receive` ignores), not
+    /// writes.
+    pub rebuilt_target: Option<(Guid, u64)>,
 }
 
 /// Why a job's cycle failed.
@@ -209,6 +215,13 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
         now: DateTime<Utc>,
     ) -> Result<Plan, ReplError> {
         let j = self.job;
+        let mut target = tgt.get(&j.target.dataset).cloned();
+        if let (Some(t), Some((base, allowance))) = (target.as_mut(), j.rebuilt_target) {
+            let at_base = t.newest().map(|n| n.guid) == Some(base);
+            if at_base && t.written.is_some_and(|w| w <= allowance) {
+                t.written = Some(0);
+            }
+        }
         Ok(plan(
             &j.name,
             Side {
@@ -216,7 +229,7 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
                 name: &j.source.dataset,
             },
             Side {
-                dataset: tgt.get(&j.target.dataset),
+                dataset: target.as_ref(),
                 name: &j.target.dataset,
             },
             now,

@@ -91,6 +91,20 @@ pub struct JobState {
     pub consecutive_failures: u32,
     /// The last promotion of this job's replica by `tandem failover`.
     pub promoted: Option<Promotion>,
+    /// Set by `reverse` when it rebuilt the follower as a clone of the
+    /// common snapshot: see [`JobSpec::rebuilt_target`](crate::exec::JobSpec).
+    pub rebuilt: Option<Rebuilt>,
+}
+
+/// A follower rebuilt by `reverse`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rebuilt {
+    /// The follower, `node:dataset`.
+    pub target: String,
+    /// The common snapshot it was cloned from.
+    pub base: Guid,
+    /// Its `written` right after the rebuild (nothing wrote to it).
+    pub written: u64,
 }
 
 /// What `tandem failover` did to a job.

@@ -256,6 +256,7 @@ impl Job {
             Compress::Zstd(l) => WireCompress::Zstd(l),
             Compress::Auto => WireCompress::Auto(1),
         };
+        let target_name = target.to_string();
         JobSpec {
             name: self.name.clone(),
             source,
@@ -264,6 +265,11 @@ impl Job {
             flags: self.flags,
             rate_limit: self.rate_limit,
             wire,
+            rebuilt_target: st
+                .rebuilt
+                .as_ref()
+                .filter(|r| r.target == target_name)
+                .map(|r| (r.base, r.written)),
         }
     }
 }

@@ -461,3 +461,32 @@ fn switchover_moves_the_primary_back_with_a_final_sync_and_hooks() {
     assert_eq!(s.generation(&s.src), "j 1 dst");
     // Without a failover, a plain reverse has nothing to do on a fresh job.
 }
+
+#[test]
+fn a_receive_hanging_on_the_dead_node_is_ended() {
+    let Some(s) = Scenario::new(Fence::Bmc, "", 1) else {
+        return;
+    };
+    // A receive whose sender lost power: its stream never ends.
+    let mut stuck = Command::new("zfs")
+        .args(["receive", &s.dst])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(stuck.try_wait().unwrap().is_none(), "the receive waits");
+    let o = s.as_dst(&["failover", "src"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let mut ended = false;
+    for _ in 0..50 {
+        if stuck.try_wait().unwrap().is_some() {
+            ended = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(ended, "failover ended the hanging receive");
+    assert!(s.writable(&s.dst));
+}

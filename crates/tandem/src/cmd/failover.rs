@@ -254,10 +254,25 @@ async fn promote(
         .get(&tgt.node)
         .with_context(|| format!("no backend for node {}", tgt.node))?;
     let ds_name = &tgt.dataset;
-    // 1. A partial resumable receive is discarded: only complete snapshots count.
-    if let Err(e) = z.receive_abort(ds_name).await {
-        if !matches!(e, tandem_zfs::ZfsError::Unsupported { .. }) {
-            return Err(e).context(format!("{tgt}: cannot abort the partial receive"));
+    if !cfg.is_local(&tgt.node) {
+        bail!("{tgt} is not on this node; run failover on {}", tgt.node);
+    }
+    // 1. A receive from the dead node may still be running: its TCP
+    //    connection never ends (no FIN, no RST from a node without power),
+    //    so it would wait for hours and keep the partial receive busy. The
+    //    node is confirmed off: that stream can never complete.
+    stop_receives(ds_name).await;
+    // 2. A partial resumable receive is discarded: only complete snapshots count.
+    let mut tries = 0;
+    loop {
+        match z.receive_abort(ds_name).await {
+            Ok(_) => break,
+            Err(tandem_zfs::ZfsError::Unsupported { .. }) => break,
+            Err(e) if e.to_string().contains("busy") && tries < 20 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e).context(format!("{tgt}: cannot abort the partial receive")),
         }
     }
     let listing = z.list(std::slice::from_ref(ds_name)).await?;
@@ -270,7 +285,7 @@ async fn promote(
             job.name
         )
     })?;
-    // 2. Roll back to it; a newer snapshot (someone else's) is not destroyed.
+    // 3. Roll back to it; a newer snapshot (someone else's) is not destroyed.
     let newer: Vec<String> = ds
         .snapshots
         .iter()
@@ -288,7 +303,7 @@ async fn promote(
     z.rollback(&snap.name)
         .await
         .with_context(|| format!("rolling {tgt} back to {}", snap.name))?;
-    // 3. Writable, with a new generation.
+    // 4. Writable, with a new generation.
     let st = store.load(&job.name)?;
     let mark = |d: &Dataset| {
         d.generation_of(job.name.as_str())
@@ -306,7 +321,7 @@ async fn promote(
     let writable_after_ms = start.elapsed().as_secs_f64() * 1000.0;
     let now = Utc::now();
     let rpo = now.timestamp() - snap.creation;
-    // 4. This node is the job's primary now.
+    // 5. This node is the job's primary now.
     let new_direction = if job.source.node == tgt.node {
         Direction::Forward
     } else {
@@ -393,4 +408,57 @@ fn print(r: &Report, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The `zfs receive` processes on this machine whose target is `ds`.
+fn receives_into(ds: &tandem_zfs::DatasetName) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids = Vec::new();
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = raw.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
+        let is_zfs = args
+            .first()
+            .is_some_and(|a| a.rsplit(|b| *b == b'/').next() == Some(b"zfs".as_slice()));
+        let is_recv = args
+            .iter()
+            .any(|a| *a == b"receive".as_slice() || *a == b"recv".as_slice());
+        if is_zfs && is_recv && args.last() == Some(&ds.as_str().as_bytes()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Ends every `zfs receive` into `ds` (SIGTERM, then SIGKILL after 5 s).
+async fn stop_receives(ds: &tandem_zfs::DatasetName) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let pids = receives_into(ds);
+    if pids.is_empty() {
+        return;
+    }
+    tracing::warn!(dataset = %ds, ?pids, "ending the receive from the fenced node (it can never complete)");
+    for &p in &pids {
+        let _ = kill(Pid::from_raw(p), Signal::SIGTERM);
+    }
+    for step in 0..50 {
+        if receives_into(ds).is_empty() {
+            return;
+        }
+        if step == 25 {
+            for p in receives_into(ds) {
+                let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    tracing::error!(dataset = %ds, "a zfs receive into it does not end");
 }

@@ -26,7 +26,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use tandem_repl::cycle::{run_cycle, CycleOptions};
 use tandem_repl::exec::{Endpoint, JobSpec};
-use tandem_repl::state::{Direction, StateStore};
+use tandem_repl::state::{Direction, Rebuilt, StateStore};
 use tandem_zfs::{CliZfs, Dataset, DatasetName, Guid, SnapshotName, Zfs, GENERATION_PROPERTY};
 
 use super::fence::confirm;
@@ -421,7 +421,23 @@ async fn do_reverse(
     zo.set_property(&o.dataset, "readonly", "on").await?;
     zo.set_property(&o.dataset, GENERATION_PROPERTY, &primary_mark.to_string())
         .await?;
+    // What `written` says of the rebuilt follower now is the clone's own
+    // metadata (a zvol clone's intent log is reset, which `written` counts
+    // and `zfs receive` ignores): remember it so the first cycle is not
+    // mistaken for a diverged target.
+    zo.sync(std::slice::from_ref(&o.dataset)).await?;
+    let written = dataset(backends.get(&o.node).context("no backend")?, o)
+        .await?
+        .and_then(|d| d.written)
+        .unwrap_or(0);
     set_primary(store, job, &p.node, gp)?;
+    store.update(&job.name, |st| {
+        st.rebuilt = Some(Rebuilt {
+            target: o.to_string(),
+            base: pr.base,
+            written,
+        });
+    })?;
     let _ = std::fs::remove_file(progress_path(store, job));
     crash_point("marked");
     report.restore = restore_commands(&pr, o, p, &rebuilt);
