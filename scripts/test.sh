@@ -33,10 +33,8 @@ if [ "${TANDEM_LAB:-1}" = 1 ]; then
   echo "== lab tier: tests in QEMU guests"
   # The plumbing smoke tests that tandem's own lab tests repeat (plain send/recv
   # and ssh between guests) are left to manual runs: see hw-tests/README.md.
-  # The failover drill (failover_drill) fails on two tandem bugs it found (see
-  # hw-tests/README.md) and joins this tier once it passes.
   cargo nextest run --locked -p tandem-hw-tests --run-ignored ignored-only --no-fail-fast \
-    -E 'not (binary(zfs_guest) | binary(two_guests) | binary(failover_drill))'
+    -E 'not (binary(zfs_guest) | binary(two_guests))'
   echo "== lab tier done in $(( $(date +%s) - t1 ))s"
 else
   echo "== lab tier skipped (TANDEM_LAB=0)"
