@@ -3,56 +3,19 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::Read;
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use tandem_fence::config::HumanDuration;
 use tandem_fence::watchdog::{Keeper, KeeperConfig, KeeperError, KeeperHandle, Liveness};
 
-/// A fake watchdog-mux: accepts one client and records what it writes,
-/// and whether it closed the connection.
-struct FakeMux {
-    bytes: Arc<Mutex<Vec<u8>>>,
-    closed: Arc<AtomicBool>,
-}
-
-impl FakeMux {
-    fn start(path: &Path) -> FakeMux {
-        let listener = UnixListener::bind(path).unwrap();
-        let bytes = Arc::new(Mutex::new(Vec::new()));
-        let closed = Arc::new(AtomicBool::new(false));
-        let (b, c) = (bytes.clone(), closed.clone());
-        thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            let mut buf = [0u8; 64];
-            loop {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => b.lock().unwrap().extend_from_slice(&buf[..n]),
-                }
-            }
-            c.store(true, Ordering::SeqCst);
-        });
-        FakeMux { bytes, closed }
-    }
-    fn bytes(&self) -> Vec<u8> {
-        self.bytes.lock().unwrap().clone()
-    }
-    fn count(&self) -> usize {
-        self.bytes().len()
-    }
-    fn vs(&self) -> usize {
-        self.bytes().iter().filter(|&&b| b == b'V').count()
-    }
-    fn closed(&self) -> bool {
-        self.closed.load(Ordering::SeqCst)
-    }
-}
+#[path = "support/fake_mux.rs"]
+mod fake_mux;
+use fake_mux::FakeMux;
 
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let t = Instant::now();

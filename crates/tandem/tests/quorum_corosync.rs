@@ -19,16 +19,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "../../tandem-fence/tests/support/fake_mux.rs"]
+mod fake_mux;
 
-use std::io::Read;
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use fake_mux::FakeMux;
 
 /// Generous: corosync notices a lost node within token + consensus (about
 /// 2.5 s here), but the build machine is shared and slow.
@@ -133,47 +133,6 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) -> Duration {
         thread::sleep(Duration::from_millis(20));
     }
     t.elapsed()
-}
-
-/// A fake watchdog-mux (a path socket, reachable from every namespace):
-/// counts the keep-alive bytes of its one client.
-struct FakeMux {
-    bytes: Arc<Mutex<Vec<u8>>>,
-}
-
-impl FakeMux {
-    fn start(path: &Path) -> FakeMux {
-        let listener = UnixListener::bind(path).unwrap();
-        let bytes = Arc::new(Mutex::new(Vec::new()));
-        let b = bytes.clone();
-        thread::spawn(move || {
-            let Ok((mut s, _)) = listener.accept() else {
-                return;
-            };
-            let mut buf = [0u8; 64];
-            while let Ok(n @ 1..) = s.read(&mut buf) {
-                b.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        });
-        FakeMux { bytes }
-    }
-    fn count(&self) -> usize {
-        self.bytes.lock().unwrap().len()
-    }
-    fn vs(&self) -> usize {
-        self.bytes
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|&&b| b == b'V')
-            .count()
-    }
-    /// Whether keep-alives still arrive: any within `window`.
-    fn petting(&self, window: Duration) -> bool {
-        let before = self.count();
-        thread::sleep(window);
-        self.count() > before
-    }
 }
 
 /// `tandem daemon` on node `n` of the lab, holding a fake watchdog.
@@ -452,9 +411,7 @@ fn the_node_cut_off_neither_promotes_nor_pets_its_watchdog() {
     // Both stop cleanly now: one V each.
     for (n, d) in [(3, d3), (1, d1), (3, d3_late)] {
         let log = d.log();
-        let mux = FakeMux {
-            bytes: d.mux.bytes.clone(),
-        };
+        let mux = d.mux.clone();
         let st = d.stop();
         assert!(st.success(), "node {n}'s daemon: {st:?}\n{log}");
         wait_until("the V", || mux.vs() == 1);
