@@ -345,7 +345,6 @@ async fn promote(
     })?;
     tracing::info!(job = %job.name, dataset = %tgt, snapshot = %snap.name, rpo_s = rpo, generation,
         "replica promoted: {} is the primary now", tgt.node);
-    let _ = cfg;
     Ok(JobResult {
         job: job.name.to_string(),
         dataset: tgt.to_string(),

@@ -254,14 +254,17 @@ async fn do_reverse(
     // The new primary: the newer mark; with a reverse in progress, the
     // follower's mark may already equal it.
     let st = store.load(&job.name)?;
-    let (p, o, gp) = if ga > gb {
-        (a, b, ga)
+    // (new primary, its listing, follower, its listing, the primary's generation)
+    let ((p, dp), (o, d_o), gp) = if ga > gb {
+        ((a, da), (b, db), ga)
     } else if gb > ga {
-        (b, a, gb)
+        ((b, db), (a, da), gb)
     } else if progress.is_some() || ga > 0 {
-        let spec = job.spec(&st);
-        let p = if spec.source.node == a.node { a } else { b };
-        (p, if p == a { b } else { a }, ga)
+        if job.spec(&st).source.node == a.node {
+            ((a, da), (b, db), ga)
+        } else {
+            ((b, db), (a, da), ga)
+        }
     } else {
         bail!(
             "job {} was never failed over (no generation mark on either side); nothing to reverse. \
@@ -270,11 +273,10 @@ async fn do_reverse(
             job.name
         );
     };
-    let zp = backends.get(&p.node).context("no backend")?;
     let zo = cli(backends, o)?;
-    let dp = dataset(zp, p)
-        .await?
-        .with_context(|| format!("the new primary {p} does not exist"))?;
+    // The follower's node, for listings (`zo` is the same node's `zfs`).
+    let zo_node = backends.get(&o.node).context("no backend")?;
+    let dp = dp.with_context(|| format!("the new primary {p} does not exist"))?;
     let primary_mark = dp
         .generation_of(job.name.as_str())
         .cloned()
@@ -285,7 +287,6 @@ async fn do_reverse(
         follower: o.to_string(),
         ..Report::default()
     };
-    let d_o = dataset(backends.get(&o.node).context("no backend")?, o).await?;
     if progress.is_none() && mark(job, d_o.as_ref()) == gp && d_o.is_some() {
         // Already following: make sure the job runs that way.
         set_primary(store, job, &p.node, gp)?;
@@ -384,20 +385,18 @@ async fn do_reverse(
         .base
         .get_or_insert_with(|| format!("{}@{}", o.dataset, pr.base_short));
     // Set aside: rename the whole dataset (snapshots, writes and all).
-    let exists = |d: &Option<Dataset>| d.is_some();
-    let here = dataset(backends.get(&o.node).context("no backend")?, o).await?;
+    let here = dataset(zo_node, o).await?;
     let diverged_ep = Endpoint {
         node: o.node.clone(),
         dataset: pr.diverged.clone(),
     };
-    let aside = dataset(backends.get(&o.node).context("no backend")?, &diverged_ep).await?;
-    if exists(&here) && !exists(&aside) {
+    let aside = dataset(zo_node, &diverged_ep).await?;
+    if here.is_some() && aside.is_none() {
         zo.rename(&o.dataset, &pr.diverged).await?;
         crash_point("renamed");
     }
     // Rebuild the follower at its name from the common snapshot.
-    let here = dataset(backends.get(&o.node).context("no backend")?, o).await?;
-    if !exists(&here) {
+    if dataset(zo_node, o).await?.is_none() {
         let base: SnapshotName = pr.diverged.snapshot(&pr.base_short)?;
         zo.clone_snapshot(&base, &o.dataset, &[("readonly", "on")])
             .await?;
@@ -412,7 +411,7 @@ async fn do_reverse(
         crash_point("promoted");
     }
     // The rebuilt follower must have the base with its GUID.
-    let rebuilt = dataset(backends.get(&o.node).context("no backend")?, o)
+    let rebuilt = dataset(zo_node, o)
         .await?
         .with_context(|| format!("{o} is missing after the rebuild"))?;
     if rebuilt.by_guid(pr.base).is_none() {
@@ -426,7 +425,7 @@ async fn do_reverse(
     // and `zfs receive` ignores): remember it so the first cycle is not
     // mistaken for a diverged target.
     zo.sync(std::slice::from_ref(&o.dataset)).await?;
-    let written = dataset(backends.get(&o.node).context("no backend")?, o)
+    let written = dataset(zo_node, o)
         .await?
         .and_then(|d| d.written)
         .unwrap_or(0);
