@@ -292,38 +292,18 @@ impl CliZfs {
     /// fails), renamed, and mounted at its new place.
     pub async fn rename(&self, from: &DatasetName, to: &DatasetName) -> Result<(), ZfsError> {
         let _serial = self.serial().await?;
-        let rename = || self.inv(vec!["rename".into(), from.to_string(), to.to_string()]);
-        match rename().output().await {
+        let rename = vec!["rename".to_string(), from.to_string(), to.to_string()];
+        let busy = |e: &ZfsError| e.to_string().contains("busy");
+        match self.inv(rename.clone()).output().await {
             Ok(_) => Ok(()),
-            Err(e) if e.to_string().contains("busy") => {
+            Err(e) if busy(&e) => {
                 tracing::debug!(%from, error = %e, "rename: busy; unmounting first");
                 // zfs-fuse may report the mount busy for a moment after
-                // writes; a few tries, never a forced unmount.
-                let mut attempt = 0u64;
-                while let Err(u) = self
-                    .inv(vec!["unmount".into(), from.to_string()])
-                    .output()
-                    .await
-                {
-                    attempt += 1;
-                    if attempt >= 10 {
-                        return Err(u);
-                    }
-                    tracing::debug!(%from, error = %u, "unmount busy; retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
-                }
+                // writes; a few tries, never a forced unmount...
+                self.output_retrying(vec!["unmount".into(), from.to_string()], 10, |_| true)
+                    .await?;
                 // ...and its unmount takes a moment to release the dataset.
-                let mut tries = 0u64;
-                loop {
-                    match rename().output().await {
-                        Ok(_) => break,
-                        Err(r) if r.to_string().contains("busy") && tries < 10 => {
-                            tries += 1;
-                            tokio::time::sleep(std::time::Duration::from_millis(100 * tries)).await;
-                        }
-                        Err(r) => return Err(r),
-                    }
-                }
+                self.output_retrying(rename, 11, busy).await?;
                 if let Err(e) = self
                     .inv(vec!["mount".into(), to.to_string()])
                     .output()
@@ -334,6 +314,28 @@ impl CliZfs {
                 Ok(())
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Runs `zfs ARGS` up to `tries` times, waiting 100 ms, 200 ms, …
+    /// between tries, while `retry` calls the error passing.
+    async fn output_retrying(
+        &self,
+        args: Vec<String>,
+        tries: u64,
+        retry: impl Fn(&ZfsError) -> bool,
+    ) -> Result<String, ZfsError> {
+        let mut attempt = 0u64;
+        loop {
+            match self.inv(args.clone()).output().await {
+                Ok(out) => return Ok(out),
+                Err(e) if attempt + 1 < tries && retry(&e) => {
+                    attempt += 1;
+                    tracing::debug!(args = ?args, error = %e, "retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 
