@@ -18,10 +18,9 @@ if [ -z "$tandem" ]; then
   tandem=$here/target/release/tandem
 fi
 work=$(mktemp -d /tmp/tandem-fence-bench.XXXXXX)
-port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cleanup() { bash "$here/scripts/ipmi-sim.sh" stop "$work/bmc" || true; rm -rf "$work"; }
 trap cleanup EXIT
-bash "$here/scripts/ipmi-sim.sh" start "$work/bmc" "$port" >/dev/null
+port=$(bash "$here/scripts/ipmi-sim.sh" start "$work/bmc")
 printf 'secret\n' > "$work/pw"; chmod 600 "$work/pw"
 cat > "$work/tandem.toml" <<CONF
 state_dir = "$work/state"

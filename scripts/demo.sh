@@ -7,8 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh zfs ipmi >/dev/null
 bmc=$(mktemp -d /tmp/tandem-demo-bmc.XXXXXX)
 trap 'bash scripts/ipmi-sim.sh stop "$bmc" >/dev/null 2>&1; rm -rf "$bmc"' EXIT
-port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-bash scripts/ipmi-sim.sh start "$bmc" "$port" >/dev/null
+port=$(bash scripts/ipmi-sim.sh start "$bmc")
 printf 'secret\n' > "$bmc/password"; chmod 600 "$bmc/password"
 cargo build --quiet --release -p tandem
 echo "(a simulated BMC for pve1 runs on 127.0.0.1:$port: OpenIPMI's ipmi_sim, started by scripts/ipmi-sim.sh)"

@@ -4,7 +4,8 @@
 # The "machine" behind it is a file: DIR/power holds 1 (on) or 0 (off), and
 # every chassis control call is appended to DIR/chassis.log.
 #
-#   scripts/ipmi-sim.sh start DIR PORT   start (idempotent); prints the pid
+#   scripts/ipmi-sim.sh start DIR [PORT] start (idempotent) on PORT, or on a free UDP
+#                                        port; prints the port (the pid is in DIR/ipmi_sim.pid)
 #   scripts/ipmi-sim.sh stop DIR         stop it
 #   touch DIR/lying                      the BMC accepts power changes and ignores them
 #
@@ -13,7 +14,7 @@
 set -euo pipefail
 
 cmd=${1:-}; dir=${2:-}
-[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start DIR PORT | stop DIR" >&2; exit 2; }
+[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start DIR [PORT] | stop DIR" >&2; exit 2; }
 mkdir -p "$dir"; dir=$(cd "$dir" && pwd)
 
 stop() {
@@ -26,15 +27,19 @@ stop() {
 case "$cmd" in
 stop) stop; exit 0 ;;
 start) ;;
-*) echo "usage: $0 start DIR PORT | stop DIR" >&2; exit 2 ;;
+*) echo "usage: $0 start DIR [PORT] | stop DIR" >&2; exit 2 ;;
 esac
 
-port=${3:?usage: $0 start DIR PORT}
+free_udp_port() {
+  python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
 sim=$(command -v ipmi_sim || true)
 [ -n "$sim" ] || { echo "ipmi-sim: ipmi_sim is not installed; run: scripts/setup.sh ipmi" >&2; exit 1; }
 if [ -f "$dir/ipmi_sim.pid" ] && kill -0 "$(cat "$dir/ipmi_sim.pid")" 2>/dev/null; then
-  cat "$dir/ipmi_sim.pid"; exit 0
+  cat "$dir/port"; exit 0
 fi
+port=${3:-$(free_udp_port)}
+echo "$port" > "$dir/port"
 
 [ -f "$dir/power" ] || echo 1 > "$dir/power"
 cat > "$dir/chassis.sh" <<CHASSIS
@@ -82,7 +87,7 @@ echo $! > "$dir/ipmi_sim.pid"
 # Ready when it answers a presence ping on its port (ipmitool is the probe).
 for _ in $(seq 1 50); do
   if ipmitool -I lanplus -C 3 -H 127.0.0.1 -p "$port" -U admin -P secret -N 1 -R 1 mc guid >/dev/null 2>&1; then
-    cat "$dir/ipmi_sim.pid"; exit 0
+    echo "$port"; exit 0
   fi
   kill -0 "$(cat "$dir/ipmi_sim.pid")" 2>/dev/null || { cat "$dir/ipmi_sim.log" >&2; exit 1; }
   sleep 0.1
