@@ -52,6 +52,15 @@ pub enum FenceOutcome {
     PoweredOff,
 }
 
+impl std::fmt::Display for FenceOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FenceOutcome::AlreadyOff => "already off",
+            FenceOutcome::PoweredOff => "powered off, confirmed off",
+        })
+    }
+}
+
 /// Powers a node off through one device and waits until the device
 /// confirms it.
 pub async fn power_off_confirmed(

@@ -367,7 +367,7 @@ fn print(r: &Report, json: bool) -> Result<()> {
         for a in &f.attempts {
             match (&a.outcome, &a.error) {
                 (Some(o), _) => outln!(
-                    "fence {}: level {} {} {}: {o:?}, confirmed off ({:.0} ms)",
+                    "fence {}: level {} {} {}: {o} ({:.0} ms)",
                     r.node,
                     a.level,
                     a.kind,

@@ -179,11 +179,7 @@ async fn fence_inner(
                             a.level,
                             a.kind,
                             a.device,
-                            match o {
-                                tandem_fence::FenceOutcome::AlreadyOff => "already off",
-                                tandem_fence::FenceOutcome::PoweredOff =>
-                                    "powered off, confirmed off",
-                            },
+                            o,
                             a.elapsed_ms
                         ),
                         (None, Some(e)) => outln!(
