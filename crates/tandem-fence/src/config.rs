@@ -20,7 +20,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::error::FenceError;
 use crate::level::{Level, DEFAULT_POLL, DEFAULT_POWER_TIMEOUT};
-use crate::watchdog::Heartbeat;
+use crate::quorum::QuorumSource;
 use crate::{amt, ipmi, watchdog};
 
 /// One fence level as written in the config.
@@ -40,8 +40,9 @@ pub enum LevelConfig {
 pub struct BuildContext {
     /// The node the levels fence.
     pub node: String,
-    /// When the node was last heard from (for watchdog levels).
-    pub heartbeat: Arc<dyn Heartbeat>,
+    /// Where this node reads corosync's membership (for watchdog levels;
+    /// `None` with `[quorum] mode = "off"`).
+    pub quorum: Option<Arc<dyn QuorumSource>>,
 }
 
 impl LevelConfig {
@@ -73,14 +74,17 @@ impl LevelConfig {
             LevelConfig::Ipmi(c) => Box::new(c.agent(what)?),
             LevelConfig::Amt(c) => Box::new(c.agent(what)?),
             LevelConfig::Watchdog(c) => Box::new(
-                c.agent(&ctx.node, ctx.heartbeat.clone())
+                c.agent(&ctx.node, ctx.quorum.clone())
                     .map_err(|e| FenceError::Config(format!("{what}: {e}")))?,
             ),
         };
         Ok(Level {
             agent,
             power_timeout: self.power_timeout(),
-            poll: DEFAULT_POLL,
+            poll: match self {
+                LevelConfig::Watchdog(_) => watchdog::level::POLL,
+                _ => DEFAULT_POLL,
+            },
         })
     }
 }

@@ -90,6 +90,15 @@ pub enum FenceError {
     /// A fence level's configuration is unusable.
     #[error("{0}")]
     Config(String),
+    /// A level has no evidence it could ever confirm the node off with
+    /// (the watchdog level without corosync's membership).
+    #[error("{device}: {why}")]
+    NoEvidence {
+        /// The level.
+        device: String,
+        /// What is missing.
+        why: String,
+    },
     /// Credentials could not be loaded (missing file, file readable by
     /// others, unset variable).
     #[error("{0}")]
@@ -109,6 +118,7 @@ impl FenceError {
             FenceError::PowerTimeout { .. } => "power_timeout",
             FenceError::Unsupported { .. } => "unsupported",
             FenceError::Config(_) => "config",
+            FenceError::NoEvidence { .. } => "no_evidence",
             FenceError::Secret(_) => "secret",
         }
     }

@@ -1,13 +1,15 @@
-//! The quorum gate: whether this node is in the quorate partition of its
-//! corosync cluster (the cluster engine Proxmox nodes already run).
+//! The quorum gate and the membership: whether this node is in the
+//! quorate partition of its corosync cluster (the cluster engine Proxmox
+//! nodes already run), and which nodes are in that partition with it.
 //!
 //! A node without quorum may be the one that is cut off, so it must never
 //! promote a replica, and a node that self-fences stops petting its
-//! watchdog (it resets). Both ask [`QuorumConfig::probe`], which runs
-//! `corosync-quorumtool -s` with a timeout and parses its output
-//! ([`parse_status`], a pure function tested on captured real output). The
-//! tool is enough: a votequorum binding in `bindings/` would save a fork
-//! every few seconds and nothing else.
+//! watchdog (it resets). A node absent from a quorate partition for its
+//! watchdog timeout plus a margin has reset itself: the evidence of the
+//! `watchdog` fence level. All of it comes from [`QuorumSource::probe`];
+//! [`QuorumConfig`] answers by running `corosync-quorumtool -s` with a
+//! timeout and parsing its output ([`parse_status`], a pure function
+//! tested on captured real output), the simulator from its model.
 //!
 //! The one hard question is "no cluster here" (no gate) versus "a cluster
 //! that does not answer" (fail closed: a node that cannot prove quorum has
@@ -17,6 +19,7 @@
 //! is not a cluster. `mode = "corosync"` requires the answer, `"off"` never
 //! asks.
 
+use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -24,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use crate::agent::BoxFuture;
 use crate::config::HumanDuration;
 
 /// Where corosync's config lives (Proxmox copies `/etc/pve/corosync.conf` here).
@@ -109,6 +113,9 @@ pub struct Votes {
     pub expected: u32,
     /// Votes needed for quorum.
     pub needed: Option<u32>,
+    /// The names of the nodes in this partition (corosync's `Name`
+    /// column: the `name` of each `nodelist` entry), this node included.
+    pub members: Vec<String>,
 }
 
 impl std::fmt::Display for Votes {
@@ -207,10 +214,43 @@ struct ToolRun {
     stderr: String,
 }
 
+/// Where quorum and membership come from: corosync (through
+/// [`QuorumConfig`]), or the simulator's cluster.
+pub trait QuorumSource: Send + Sync + fmt::Debug {
+    /// Asks now whether this node is quorate, and who is in its partition.
+    fn probe(&self) -> BoxFuture<'_, Result<Quorum, QuorumError>>;
+    /// The names of the nodes the cluster is configured with (corosync's
+    /// `nodelist`), where known.
+    fn nodelist(&self) -> Option<Vec<String>>;
+}
+
+impl QuorumSource for QuorumConfig {
+    fn probe(&self) -> BoxFuture<'_, Result<Quorum, QuorumError>> {
+        let qc = self.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || qc.probe_now())
+                .await
+                .unwrap_or_else(|e| {
+                    Err(QuorumError::Unanswered {
+                        tool: DEFAULT_TOOL.into(),
+                        detail: format!("the probe panicked: {e}"),
+                    })
+                })
+        })
+    }
+
+    fn nodelist(&self) -> Option<Vec<String>> {
+        std::fs::read_to_string(&self.corosync_conf)
+            .ok()
+            .map(|t| conf_nodes(&t))
+            .filter(|n| !n.is_empty())
+    }
+}
+
 impl QuorumConfig {
     /// Asks corosync whether this node has quorum. Blocks for at most
     /// `timeout` (plus the reaping of a killed tool).
-    pub fn probe(&self) -> Result<Quorum, QuorumError> {
+    pub fn probe_now(&self) -> Result<Quorum, QuorumError> {
         if self.mode == QuorumMode::Off {
             return Ok(Quorum::NoCluster {
                 reason: "mode = \"off\" in [quorum]".into(),
@@ -363,6 +403,7 @@ pub fn parse_status(out: &str) -> Result<Option<(bool, Votes)>, String> {
         votes: 0,
         expected: 0,
         needed: None,
+        members: Vec::new(),
     };
     let num = |val: &str, key: &str| -> Result<u32, String> {
         // "Quorum:           2 Activity blocked": the first word counts.
@@ -372,7 +413,20 @@ pub fn parse_status(out: &str) -> Result<Option<(bool, Votes)>, String> {
             .map_err(|_| format!("{key}: {val:?} is not a number"))
     };
     let mut seen_votes = false;
+    let mut in_members = false;
     for line in out.lines() {
+        if line.trim() == "Membership information" {
+            in_members = true;
+            continue;
+        }
+        if in_members {
+            // "    Nodeid      Votes Name", dashes, then "  3  1 n3 (local)".
+            let w: Vec<&str> = line.split_whitespace().collect();
+            if w.len() >= 3 && w[1].parse::<u32>().is_ok() && num(w[0], "Nodeid").is_ok() {
+                v.members.push(w[2].to_owned());
+            }
+            continue;
+        }
         let Some((key, val)) = line.split_once(':') else {
             continue;
         };
@@ -422,30 +476,62 @@ pub fn cluster_conf_nodes(path: &Path) -> Option<usize> {
 
 /// [`cluster_conf_nodes`] on text.
 pub fn count_conf_nodes(text: &str) -> usize {
+    conf_node_blocks(text).len()
+}
+
+/// The names of the nodes in a `corosync.conf`'s `nodelist`: each node
+/// block's `name`, or its `ring0_addr` where it has none (what
+/// `corosync-quorumtool` prints then).
+pub fn conf_nodes(text: &str) -> Vec<String> {
+    conf_node_blocks(text)
+        .into_iter()
+        .filter_map(|keys| {
+            let get = |k: &str| keys.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            get("name").or_else(|| get("ring0_addr"))
+        })
+        .collect()
+}
+
+/// The `key: value` pairs of every `node { }` block inside `nodelist { }`.
+fn conf_node_blocks(text: &str) -> Vec<Vec<(String, String)>> {
     let mut stack: Vec<String> = Vec::new();
-    let mut count = 0;
+    let mut nodes: Vec<Vec<(String, String)>> = Vec::new();
+    let in_node = |stack: &[String]| {
+        stack.len() >= 2 && stack[stack.len() - 1] == "node" && stack[stack.len() - 2] == "nodelist"
+    };
     for raw in text.lines() {
         let line = raw.split('#').next().unwrap_or("").trim();
         let mut rest = line;
         while !rest.is_empty() {
-            if let Some(i) = rest.find(['{', '}']) {
-                let (before, after) = rest.split_at(i);
-                if after.starts_with('{') {
-                    let name = before.trim().to_owned();
-                    if name == "node" && stack.last().is_some_and(|s| s == "nodelist") {
-                        count += 1;
+            let (before, after) = match rest.find(['{', '}']) {
+                Some(i) => rest.split_at(i),
+                None => (rest, ""),
+            };
+            if in_node(&stack) {
+                for part in before.split(';') {
+                    if let Some((k, v)) = part.split_once(':') {
+                        if let Some(n) = nodes.last_mut() {
+                            n.push((k.trim().to_owned(), v.trim().to_owned()));
+                        }
                     }
-                    stack.push(name);
-                } else {
-                    stack.pop();
                 }
-                rest = &after[1..];
-            } else {
+            }
+            if after.is_empty() {
                 break;
             }
+            if after.starts_with('{') {
+                let name = before.trim().to_owned();
+                if name == "node" && stack.last().is_some_and(|s| s == "nodelist") {
+                    nodes.push(Vec::new());
+                }
+                stack.push(name);
+            } else {
+                stack.pop();
+            }
+            rest = &after[1..];
         }
     }
-    count
+    nodes
 }
 
 #[cfg(test)]
@@ -468,14 +554,17 @@ mod tests {
                 nodes: 3,
                 votes: 3,
                 expected: 3,
-                needed: Some(2)
+                needed: Some(2),
+                members: vec!["n1".into(), "n2".into(), "n3".into()],
             }
         );
         let (q, v) = parse_status(TWO_OF_THREE).expect("ok").expect("status");
         assert!(q);
         assert_eq!((v.votes, v.expected, v.nodes), (2, 3, 2));
+        assert_eq!(v.members, ["n1", "n2"]);
         let (q, v) = parse_status(CUT_OFF).expect("ok").expect("status");
         assert!(!q);
+        assert_eq!(v.members, ["n3"]);
         assert_eq!((v.votes, v.expected, v.needed), (1, 3, Some(2)));
         assert_eq!(
             v.to_string(),
@@ -509,6 +598,12 @@ mod tests {
         let pve = "logging {\n debug: off\n}\nnodelist {\n  node {\n    name: a\n  }\n  node { name: b }\n  \
              # node { name: c }\n  node {\n    name: c\n  }\n}\ntotem {\n  interface {\n    linknumber: 0\n  }\n}\n";
         assert_eq!(count_conf_nodes(pve), 3);
+        assert_eq!(conf_nodes(pve), ["a", "b", "c"]);
+        assert_eq!(conf_nodes(debian_default), ["node1"]);
+        assert_eq!(
+            conf_nodes("nodelist {\n node {\n ring0_addr: 10.0.0.1\n nodeid: 1\n }\n}\n"),
+            ["10.0.0.1"]
+        );
         assert_eq!(count_conf_nodes("totem { node { } }"), 0);
         assert_eq!(
             cluster_conf_nodes(Path::new("/nonexistent/corosync.conf")),
@@ -553,7 +648,7 @@ mod tests {
             "down",
             "echo 'Cannot initialize CMAP service' >&2; exit 1",
         );
-        let p = |m, t: &PathBuf, c: &PathBuf| cfg(m, t.clone(), c.clone()).probe();
+        let p = |m, t: &PathBuf, c: &PathBuf| cfg(m, t.clone(), c.clone()).probe_now();
         use QuorumMode::*;
 
         // Not installed: no cluster unless one is configured or required.

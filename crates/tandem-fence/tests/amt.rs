@@ -498,14 +498,6 @@ async fn a_level_built_from_the_config_fences_through_amt() {
     use std::os::unix::fs::PermissionsExt;
     use tandem_fence::config::{BuildContext, LevelConfig};
 
-    #[derive(Debug)]
-    struct NoHeartbeat;
-    impl tandem_fence::watchdog::Heartbeat for NoHeartbeat {
-        fn last_seen(&self) -> Option<std::time::SystemTime> {
-            None
-        }
-    }
-
     let server = Server::start(Options::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("amt.pw");
@@ -520,7 +512,7 @@ async fn a_level_built_from_the_config_fences_through_amt() {
     .unwrap();
     let ctx = BuildContext {
         node: "oracle".into(),
-        heartbeat: std::sync::Arc::new(NoHeartbeat),
+        quorum: None,
     };
     let mut level = cfg.build("node oracle, fence level 1", &ctx).unwrap();
     level.poll = POLL;

@@ -1,116 +1,213 @@
-//! The `kind = "watchdog"` fence level against a Heartbeat double.
+//! The `kind = "watchdog"` fence level against a scripted corosync
+//! membership, on a paused clock: off only after timeout + margin of
+//! continuous absence from this node's quorate partition.
 
 #![allow(clippy::unwrap_used)]
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use tandem_fence::config::{BuildContext, LevelConfig};
-use tandem_fence::level::{power_off_confirmed, FenceOutcome, DEFAULT_POLL};
-use tandem_fence::watchdog::{Heartbeat, WatchdogLevel, WatchdogLevelConfig};
-use tandem_fence::{FenceAgent, FenceError, PowerAction, PowerState};
+use tandem_fence::level::{power_off_confirmed, FenceOutcome};
+use tandem_fence::quorum::{Quorum, QuorumError, QuorumSource, Votes};
+use tandem_fence::watchdog::level::Seen;
+use tandem_fence::watchdog::{WatchdogLevel, WatchdogLevelConfig};
+use tandem_fence::{BoxFuture, FenceAgent, FenceError, PowerAction, PowerState};
 
-/// A heartbeat whose last_seen the test sets.
-#[derive(Debug, Default)]
-struct Seen(Mutex<Option<SystemTime>>);
+/// What the scripted corosync answers.
+#[derive(Debug, Clone)]
+enum Answer {
+    Members(Vec<&'static str>),
+    NotQuorate,
+    NoCluster,
+    Fails,
+}
 
-impl Seen {
-    fn at(t: Option<SystemTime>) -> Arc<Seen> {
-        Arc::new(Seen(Mutex::new(t)))
+#[derive(Debug)]
+struct Script {
+    now: Mutex<Answer>,
+    nodelist: Option<Vec<String>>,
+}
+
+impl Script {
+    fn new(a: Answer) -> Arc<Script> {
+        Arc::new(Script {
+            now: Mutex::new(a),
+            nodelist: Some(vec!["a".into(), "b".into(), "oracle".into()]),
+        })
     }
-    fn set(&self, t: Option<SystemTime>) {
-        *self.0.lock().unwrap() = t;
+    fn set(&self, a: Answer) {
+        *self.now.lock().unwrap() = a;
     }
 }
 
-impl Heartbeat for Seen {
-    fn last_seen(&self) -> Option<SystemTime> {
-        *self.0.lock().unwrap()
+fn votes(members: &[&str]) -> Votes {
+    Votes {
+        node_id: Some(1),
+        nodes: members.len() as u32,
+        votes: members.len() as u32,
+        expected: 3,
+        needed: Some(2),
+        members: members.iter().map(|m| m.to_string()).collect(),
+    }
+}
+
+impl QuorumSource for Script {
+    fn probe(&self) -> BoxFuture<'_, Result<Quorum, QuorumError>> {
+        let a = self.now.lock().unwrap().clone();
+        Box::pin(async move {
+            match a {
+                Answer::Members(m) => Ok(Quorum::Quorate(votes(&m))),
+                Answer::NotQuorate => Ok(Quorum::NotQuorate(votes(&["a"]))),
+                Answer::NoCluster => Ok(Quorum::NoCluster {
+                    reason: "no corosync.conf".into(),
+                }),
+                Answer::Fails => Err(QuorumError::Unanswered {
+                    tool: "corosync-quorumtool".into(),
+                    detail: "Cannot initialize CMAP service".into(),
+                }),
+            }
+        })
+    }
+    fn nodelist(&self) -> Option<Vec<String>> {
+        self.nodelist.clone()
     }
 }
 
 const S: fn(u64) -> Duration = Duration::from_secs;
 
-fn level(seen: Arc<Seen>) -> WatchdogLevel {
-    WatchdogLevel::new("node oracle, fence level 2", S(60), S(10), seen)
+fn level(q: &Arc<Script>) -> WatchdogLevel {
+    WatchdogLevel::new(
+        "oracle",
+        S(60),
+        S(10),
+        Some(q.clone() as Arc<dyn QuorumSource>),
+    )
 }
 
-#[test]
-fn off_only_after_timeout_plus_margin() {
-    let now = SystemTime::now();
-    let seen = Seen::at(None);
-    let l = level(seen.clone());
-    // Never heard from: never off.
-    assert_eq!(l.state_at(now), PowerState::Unknown);
-    // Seen in the future (clock skew): not off, however far.
-    seen.set(Some(now + S(3600)));
-    assert_eq!(l.state_at(now), PowerState::Unknown);
-    seen.set(Some(now + Duration::from_millis(1)));
-    assert_eq!(l.state_at(now), PowerState::Unknown);
-    // Silent, but not long enough.
-    seen.set(Some(now));
-    assert_eq!(l.state_at(now), PowerState::Unknown);
-    seen.set(Some(now - S(60)));
+async fn advance(d: Duration) {
+    tokio::time::advance(d).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn off_only_after_timeout_plus_margin_of_continuous_absence() {
+    let q = Script::new(Answer::Members(vec!["a", "b", "oracle"]));
+    let l = level(&q);
+    assert_eq!(l.status().await.unwrap(), PowerState::On, "present = alive");
+    q.set(Answer::Members(vec!["a", "b"]));
+    assert_eq!(l.status().await.unwrap(), PowerState::Unknown, "just left");
+    advance(S(60)).await;
     assert_eq!(
-        l.state_at(now),
+        l.status().await.unwrap(),
         PowerState::Unknown,
         "timeout alone is not enough"
     );
-    seen.set(Some(now - S(70) + Duration::from_millis(1)));
-    assert_eq!(l.state_at(now), PowerState::Unknown);
-    // Exactly timeout + margin, and later.
-    seen.set(Some(now - S(70)));
-    assert_eq!(l.state_at(now), PowerState::Off);
-    seen.set(Some(now - S(86400)));
-    assert_eq!(l.state_at(now), PowerState::Off);
+    advance(S(10) - Duration::from_millis(1)).await;
+    assert_eq!(l.status().await.unwrap(), PowerState::Unknown);
+    advance(Duration::from_millis(1)).await;
+    assert_eq!(l.status().await.unwrap(), PowerState::Off);
+    assert_eq!(l.look().await.unwrap(), Seen::AbsentFor(S(70)));
 }
 
-#[tokio::test]
-async fn status_power_check_and_device() {
-    let seen = Seen::at(None);
-    let l = level(seen.clone());
-    assert_eq!(l.kind(), "watchdog");
-    let dev = l.device();
-    assert!(dev.contains("node oracle"), "{dev}");
-    assert!(
-        dev.contains("timeout 1m") && dev.contains("margin 10s"),
-        "{dev}"
-    );
-
+#[tokio::test(start_paused = true)]
+async fn the_count_restarts_whenever_the_evidence_breaks() {
+    let q = Script::new(Answer::Members(vec!["a", "b"]));
+    let l = level(&q);
+    l.status().await.unwrap();
+    advance(S(50)).await;
+    // Seen again: it was alive; the count starts over.
+    q.set(Answer::Members(vec!["a", "b", "oracle"]));
+    assert_eq!(l.status().await.unwrap(), PowerState::On);
+    q.set(Answer::Members(vec!["a", "b"]));
+    l.status().await.unwrap();
+    advance(S(69)).await;
     assert_eq!(l.status().await.unwrap(), PowerState::Unknown);
-    let checks = l.check().await;
-    assert!(!checks[0].ok, "{checks:?}");
-    assert!(checks[0].detail.contains("never heard from"), "{checks:?}");
-
-    seen.set(Some(SystemTime::now() + S(30)));
+    // This node lost quorum for a moment: it saw nothing meanwhile.
+    q.set(Answer::NotQuorate);
     assert_eq!(l.status().await.unwrap(), PowerState::Unknown);
-    let checks = l.check().await;
-    assert!(
-        !checks[0].ok && checks[0].detail.contains("future"),
-        "{checks:?}"
-    );
-
-    seen.set(Some(SystemTime::now() - S(5)));
+    q.set(Answer::Members(vec!["a", "b"]));
+    advance(S(5)).await;
     assert_eq!(l.status().await.unwrap(), PowerState::Unknown);
-    let checks = l.check().await;
-    assert!(checks.iter().all(|c| c.ok), "{checks:?}");
-    assert!(checks[0].detail.contains("last seen 5s"), "{checks:?}");
-    assert!(
-        checks[1].detail.contains("would count as off in 1m 5s"),
-        "{checks:?}"
-    );
-
-    seen.set(Some(SystemTime::now() - S(300)));
+    // corosync did not answer: no evidence, and the count starts over.
+    q.set(Answer::Fails);
+    let e = l.status().await.unwrap_err();
+    assert!(matches!(e, FenceError::NoEvidence { .. }), "{e}");
+    assert!(e.to_string().contains("CMAP"), "{e}");
+    q.set(Answer::Members(vec!["a", "b"]));
+    l.status().await.unwrap();
+    advance(S(69)).await;
+    assert_eq!(l.status().await.unwrap(), PowerState::Unknown);
+    advance(S(1)).await;
     assert_eq!(l.status().await.unwrap(), PowerState::Off);
-    let checks = l.check().await;
-    assert!(checks[1].detail.contains("counts as off now"), "{checks:?}");
+}
 
-    // Power off sends nothing and succeeds; power on is not possible.
+#[tokio::test(start_paused = true)]
+async fn without_a_membership_it_refuses_and_says_why() {
+    // [quorum] mode = "off": no source at all.
+    let l = WatchdogLevel::new("oracle", S(1), S(1), None);
+    let e = l.status().await.unwrap_err();
+    assert!(matches!(e, FenceError::NoEvidence { .. }), "{e}");
+    assert!(e.to_string().contains("mode = \"off\""), "{e}");
+    // No cluster here.
+    let q = Script::new(Answer::NoCluster);
+    let e = level(&q).status().await.unwrap_err();
+    assert!(e.to_string().contains("no corosync cluster"), "{e}");
+    // A name corosync does not know: its absence proves nothing.
+    let q = Arc::new(Script {
+        now: Mutex::new(Answer::Members(vec!["a", "b"])),
+        nodelist: Some(vec!["a".into(), "b".into(), "c".into()]),
+    });
+    let e = level(&q).status().await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("not in corosync's nodelist (a, b, c)"),
+        "{e}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn power_off_confirmed_waits_out_the_absence() {
+    let q = Script::new(Answer::Members(vec!["a", "b"]));
+    let lvl = short_level(&q);
+    let t = tokio::time::Instant::now();
+    let r = power_off_confirmed(lvl.agent.as_ref(), lvl.power_timeout, lvl.poll).await;
+    assert_eq!(r.unwrap(), FenceOutcome::PoweredOff);
+    let waited = t.elapsed();
+    assert!(waited >= S(2) && waited < S(4), "{waited:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_that_stays_present_is_never_confirmed_off() {
+    let q = Script::new(Answer::Members(vec!["a", "b", "oracle"]));
+    let lvl = short_level(&q);
+    let e = power_off_confirmed(lvl.agent.as_ref(), lvl.power_timeout, lvl.poll)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, FenceError::PowerTimeout { .. }), "{e}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn power_on_is_not_supported_and_check_reports() {
+    let q = Script::new(Answer::Members(vec!["a", "b", "oracle"]));
+    let l = level(&q);
+    assert!(matches!(
+        l.power(PowerAction::On).await,
+        Err(FenceError::Unsupported { .. })
+    ));
     l.power(PowerAction::Off).await.unwrap();
-    let e = l.power(PowerAction::On).await.unwrap_err();
-    assert!(matches!(e, FenceError::Unsupported { .. }), "{e}");
-    assert_eq!(e.kind(), "unsupported");
-    assert!(e.to_string().contains("power on"), "{e}");
+    let c = l.check().await;
+    assert!(c.iter().all(|c| c.ok), "{c:?}");
+    assert!(c[1].detail.contains("oracle is in the quorate membership"));
+    q.set(Answer::Members(vec!["a"]));
+    let c = l.check().await;
+    assert!(
+        c[1].detail.contains("NOT in the quorate membership"),
+        "{c:?}"
+    );
+    q.set(Answer::NotQuorate);
+    let c = l.check().await;
+    assert!(!c[0].ok, "{c:?}");
+    assert!(l.device().contains("oracle"));
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -151,7 +248,7 @@ fn config_keys_defaults_and_power_timeout() {
 
     let ctx = BuildContext {
         node: "oracle".into(),
-        heartbeat: Seen::at(None),
+        quorum: None,
     };
     let n: Node = toml::from_str("[[fence]]\nkind = \"watchdog\"\ntimeout = \"0s\"\n").unwrap();
     let e = n.fence[0].build("node x, fence level 1", &ctx).unwrap_err();
@@ -159,74 +256,15 @@ fn config_keys_defaults_and_power_timeout() {
 }
 
 /// A level of 1 s timeout + 1 s margin, built through the config.
-fn short_level(seen: Arc<Seen>) -> tandem_fence::Level {
+fn short_level(q: &Arc<Script>) -> tandem_fence::Level {
     let n: Node =
         toml::from_str("[[fence]]\nkind = \"watchdog\"\ntimeout = \"1s\"\nmargin = \"1s\"\n")
             .unwrap();
+    let ctx = BuildContext {
+        node: "oracle".into(),
+        quorum: Some(q.clone() as Arc<dyn QuorumSource>),
+    };
     n.fence[0]
-        .build(
-            "node oracle, fence level 1",
-            &BuildContext {
-                node: "oracle".into(),
-                heartbeat: seen,
-            },
-        )
+        .build("node oracle, fence level 1", &ctx)
         .unwrap()
-}
-
-#[tokio::test]
-async fn power_off_confirmed_already_off_when_long_silent() {
-    let seen = Seen::at(Some(SystemTime::now() - S(3600)));
-    let l = short_level(seen);
-    let r = power_off_confirmed(l.agent.as_ref(), l.power_timeout, l.poll).await;
-    assert_eq!(r.unwrap(), FenceOutcome::AlreadyOff);
-}
-
-#[tokio::test]
-async fn power_off_confirmed_waits_out_timeout_and_margin() {
-    let start = Instant::now();
-    let seen = Seen::at(Some(SystemTime::now()));
-    let l = short_level(seen);
-    let r = power_off_confirmed(l.agent.as_ref(), l.power_timeout, l.poll).await;
-    assert_eq!(r.unwrap(), FenceOutcome::PoweredOff);
-    // It cannot have been confirmed before timeout + margin of silence.
-    assert!(
-        start.elapsed() >= Duration::from_millis(1900),
-        "{:?}",
-        start.elapsed()
-    );
-}
-
-#[tokio::test]
-async fn power_off_fails_while_the_node_keeps_being_heard_from() {
-    let seen = Seen::at(Some(SystemTime::now()));
-    let l = short_level(seen.clone());
-    let refresh = tokio::spawn(async move {
-        loop {
-            seen.set(Some(SystemTime::now()));
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
-    let r = power_off_confirmed(l.agent.as_ref(), l.power_timeout, l.poll).await;
-    refresh.abort();
-    let e = r.unwrap_err();
-    assert!(matches!(e, FenceError::PowerTimeout { .. }), "{e}");
-    assert_eq!(e.kind(), "power_timeout");
-}
-
-#[tokio::test]
-async fn never_heard_from_is_never_confirmed_off() {
-    let l = short_level(Seen::at(None));
-    let r = power_off_confirmed(l.agent.as_ref(), Duration::from_millis(500), DEFAULT_POLL).await;
-    let e = r.unwrap_err();
-    assert!(
-        matches!(
-            e,
-            FenceError::PowerTimeout {
-                state: PowerState::Unknown,
-                ..
-            }
-        ),
-        "{e}"
-    );
 }

@@ -10,8 +10,11 @@ const OWN: &str = "tandem_";
 /// Properties a peer may set (on datasets it may write): `readonly`, and
 /// tandem's generation mark, which a planned switchover moves to the peer.
 const SETTABLE: &[&str] = &["readonly", tandem_zfs::GENERATION_PROPERTY];
-/// Properties a peer may override in a receive.
+/// Properties a peer may override in a receive, or set on a clone.
 const RECEIVE_SETTABLE: &[&str] = &["readonly"];
+/// The container, directly under a pool, where `reverse` sets an old
+/// primary's divergent state aside.
+pub const DIVERGED: &str = "tandem-diverged";
 
 /// What one peer may do on this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +47,23 @@ impl Policy {
                 self.peer,
                 list(&self.read, &self.write)
             ))
+        }
+    }
+
+    /// Is `d` in the diverged area (`POOL/tandem-diverged` or below) of a
+    /// pool that holds a dataset this peer may write?
+    fn in_diverged_area(&self, d: &DatasetName) -> bool {
+        self.write.iter().any(|w| {
+            DatasetName::parse(&format!("{}/{DIVERGED}", w.pool()))
+                .is_ok_and(|area| d.is_within(&area))
+        })
+    }
+
+    fn need_write_or_diverged(&self, d: &DatasetName) -> Result<(), String> {
+        if self.in_diverged_area(d) {
+            Ok(())
+        } else {
+            self.need_write(d)
         }
     }
 
@@ -99,7 +119,7 @@ impl Policy {
                 SendRequest::Resume { .. } => Err("resuming a send through the peer agent is not supported yet; the sending node resumes locally".into()),
             },
             Request::Snapshot { names } => names.iter().try_for_each(|n| self.own_snapshot(n)),
-            Request::DestroySnapshot { name } => self.own_snapshot(name),
+            Request::DestroySnapshot { name, .. } => self.own_snapshot(name),
             Request::Bookmark { snapshot, bookmark } => {
                 self.need_read(snapshot.dataset())?;
                 self.own_bookmark(bookmark)
@@ -109,7 +129,7 @@ impl Policy {
                 Self::own_tag(tag)?;
                 self.need_read(snapshot.dataset())
             }
-            Request::Rollback { snapshot } => self.need_write(snapshot.dataset()),
+            Request::Rollback { snapshot, .. } => self.need_write(snapshot.dataset()),
             Request::SetProperty { dataset, prop, .. } => {
                 self.need_write(dataset)?;
                 if SETTABLE.contains(&prop.as_str()) {
@@ -126,7 +146,26 @@ impl Policy {
                 }
                 Ok(())
             }
-            Request::ReceiveAbort { dataset } => self.need_write(dataset),
+            Request::ReceiveAbort { dataset, .. } => self.need_write(dataset),
+            // reverse: the follower is set aside whole into the diverged
+            // area of its pool and rebuilt from a snapshot there.
+            Request::Rename { from, to, .. } => {
+                self.need_write(from)?;
+                if to.pool() != from.pool() {
+                    return Err(format!("{from} may not be renamed into another pool ({to})"));
+                }
+                self.need_write_or_diverged(to)
+            }
+            Request::Clone { snapshot, to, props, .. } => {
+                self.need_write_or_diverged(snapshot.dataset())?;
+                self.need_write(to)?;
+                if props.iter().any(|(k, _)| !RECEIVE_SETTABLE.contains(&k.as_str())) {
+                    return Err("clone properties other than readonly are not allowed".into());
+                }
+                Ok(())
+            }
+            Request::Promote { dataset, .. } => self.need_write(dataset),
+            Request::CreateContainer { dataset } => self.need_write_or_diverged(dataset),
         }
     }
 }
@@ -189,12 +228,14 @@ mod tests {
         assert!(e.contains("may write"), "{e}");
         assert!(p
             .check(&Request::DestroySnapshot {
-                name: sn("rpool/data/vm@tandem_j_20260101T000000Z")
+                name: sn("rpool/data/vm@tandem_j_20260101T000000Z"),
+                claim: None,
             })
             .is_ok());
         assert!(
             p.check(&Request::DestroySnapshot {
-                name: sn("rpool/data/vm@daily")
+                name: sn("rpool/data/vm@daily"),
+                claim: None,
             })
             .is_err(),
             "not tandem's"
@@ -209,23 +250,72 @@ mod tests {
             .check(&Request::SetProperty {
                 dataset: d("tank/replica/vm"),
                 prop: "mountpoint".into(),
-                value: "/".into()
+                value: "/".into(),
+                claim: None,
             })
             .is_err());
         assert!(p
             .check(&Request::SetProperty {
                 dataset: d("tank/replica/vm"),
                 prop: "readonly".into(),
-                value: "on".into()
+                value: "on".into(),
+                claim: None,
             })
             .is_ok());
         assert!(
             p.check(&Request::Rollback {
-                snapshot: sn("rpool/data/vm@tandem_x")
+                snapshot: sn("rpool/data/vm@tandem_x"),
+                claim: None,
             })
             .is_err(),
             "rollback needs write"
         );
+        // reverse's operations: into the pool's diverged area only.
+        let rename = |to: &str| Request::Rename {
+            from: d("tank/replica/vm"),
+            to: d(to),
+            claim: None,
+        };
+        assert!(p
+            .check(&rename("tank/tandem-diverged/j-20260101T000000Z"))
+            .is_ok());
+        assert!(p.check(&rename("tank/elsewhere")).is_err());
+        assert!(
+            p.check(&rename("rpool/tandem-diverged/x")).is_err(),
+            "other pool"
+        );
+        assert!(p
+            .check(&Request::Clone {
+                snapshot: sn("tank/tandem-diverged/j-1@tandem_j_20260101T000000Z"),
+                to: d("tank/replica/vm"),
+                props: vec![("readonly".into(), "on".into())],
+                claim: None,
+            })
+            .is_ok());
+        assert!(p
+            .check(&Request::Clone {
+                snapshot: sn("tank/tandem-diverged/j-1@s"),
+                to: d("tank/replica/vm"),
+                props: vec![("mountpoint".into(), "/".into())],
+                claim: None,
+            })
+            .is_err());
+        assert!(p
+            .check(&Request::CreateContainer {
+                dataset: d("tank/tandem-diverged")
+            })
+            .is_ok());
+        assert!(p
+            .check(&Request::CreateContainer {
+                dataset: d("rpool/tandem-diverged")
+            })
+            .is_err());
+        assert!(p
+            .check(&Request::Promote {
+                dataset: d("rpool/data/vm"),
+                claim: None
+            })
+            .is_err());
         let mut spec = RecvSpec {
             target: Some(d("tank/replica/vm")),
             ..RecvSpec::default()

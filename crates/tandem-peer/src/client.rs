@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tandem_stream::{Counters, EncodeOptions};
 use tandem_zfs::BookmarkName;
 use tandem_zfs::{
-    Capabilities, Changed, DatasetName, HoldTag, Listing, RecvSpec, RecvStream, SendRequest,
+    Capabilities, Changed, Claim, DatasetName, HoldTag, Listing, RecvSpec, RecvStream, SendRequest,
     SendStream, SnapshotName, SshTarget, StreamHandle, WireCompress, Zfs, ZfsError,
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -60,7 +60,7 @@ impl Connector for SshConnector {
                 .first()
                 .cloned()
                 .unwrap_or_else(|| "tandem".into());
-            let inv = tandem_zfs::exec::Invocation::new(
+            let inv = tandem_zfs::process::Invocation::new(
                 &self.target.host,
                 &tandem_zfs::Transport::Ssh(self.target.clone()),
                 &program,
@@ -329,9 +329,16 @@ impl Zfs for PeerZfs {
         .await
     }
 
-    async fn destroy_snapshot(&self, name: &SnapshotName) -> Result<Changed, ZfsError> {
-        self.changed(Request::DestroySnapshot { name: name.clone() })
-            .await
+    async fn destroy_snapshot(
+        &self,
+        name: &SnapshotName,
+        claim: Claim<'_>,
+    ) -> Result<Changed, ZfsError> {
+        self.changed(Request::DestroySnapshot {
+            name: name.clone(),
+            claim: claim.cloned(),
+        })
+        .await
     }
 
     async fn hold(&self, tag: &HoldTag, snap: &SnapshotName) -> Result<Changed, ZfsError> {
@@ -350,9 +357,10 @@ impl Zfs for PeerZfs {
         .await
     }
 
-    async fn rollback(&self, snap: &SnapshotName) -> Result<(), ZfsError> {
+    async fn rollback(&self, snap: &SnapshotName, claim: Claim<'_>) -> Result<(), ZfsError> {
         self.unit(Request::Rollback {
             snapshot: snap.clone(),
+            claim: claim.cloned(),
         })
         .await
     }
@@ -362,11 +370,13 @@ impl Zfs for PeerZfs {
         ds: &DatasetName,
         prop: &str,
         value: &str,
+        claim: Claim<'_>,
     ) -> Result<(), ZfsError> {
         self.unit(Request::SetProperty {
             dataset: ds.clone(),
             prop: prop.to_owned(),
             value: value.to_owned(),
+            claim: claim.cloned(),
         })
         .await
     }
@@ -458,9 +468,10 @@ impl Zfs for PeerZfs {
         })
     }
 
-    async fn receive_abort(&self, ds: &DatasetName) -> Result<Changed, ZfsError> {
+    async fn receive_abort(&self, ds: &DatasetName, claim: Claim<'_>) -> Result<Changed, ZfsError> {
         self.changed(Request::ReceiveAbort {
             dataset: ds.clone(),
+            claim: claim.cloned(),
         })
         .await
     }
@@ -495,6 +506,54 @@ impl Zfs for PeerZfs {
     async fn destroy_bookmark(&self, bm: &BookmarkName) -> Result<Changed, ZfsError> {
         self.changed(Request::DestroyBookmark {
             bookmark: bm.clone(),
+        })
+        .await
+    }
+
+    async fn rename(
+        &self,
+        from: &DatasetName,
+        to: &DatasetName,
+        claim: Claim<'_>,
+    ) -> Result<(), ZfsError> {
+        self.unit(Request::Rename {
+            from: from.clone(),
+            to: to.clone(),
+            claim: claim.cloned(),
+        })
+        .await
+    }
+
+    async fn clone_snapshot(
+        &self,
+        snap: &SnapshotName,
+        to: &DatasetName,
+        props: &[(&str, &str)],
+        claim: Claim<'_>,
+    ) -> Result<(), ZfsError> {
+        self.unit(Request::Clone {
+            snapshot: snap.clone(),
+            to: to.clone(),
+            props: props
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            claim: claim.cloned(),
+        })
+        .await
+    }
+
+    async fn promote(&self, ds: &DatasetName, claim: Claim<'_>) -> Result<(), ZfsError> {
+        self.unit(Request::Promote {
+            dataset: ds.clone(),
+            claim: claim.cloned(),
+        })
+        .await
+    }
+
+    async fn create_container(&self, ds: &DatasetName) -> Result<Changed, ZfsError> {
+        self.changed(Request::CreateContainer {
+            dataset: ds.clone(),
         })
         .await
     }

@@ -9,6 +9,8 @@
 //! - [`auth`]: what a peer may touch. Every request is checked against the
 //!   peer's read and write dataset prefixes before any ZFS call; there is
 //!   no request that runs a command.
+//! - [`guard`]: the generation guard: no writes from a stale primary,
+//!   none into this node's own primary.
 //! - [`server`]: answers requests with a local [`Zfs`](tandem_zfs::Zfs).
 //! - [`client`]: [`PeerZfs`](client::PeerZfs), a [`Zfs`](tandem_zfs::Zfs)
 //!   that talks to a remote `tandem serve --stdio` through ssh, so the
@@ -19,6 +21,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod guard;
 pub mod proto;
 pub mod server;
 pub mod tls;

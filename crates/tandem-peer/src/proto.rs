@@ -3,12 +3,14 @@
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tandem_zfs::BookmarkName;
 use tandem_zfs::{
-    Capabilities, DatasetName, Listing, RecvSpec, SendRequest, SnapshotName, WireCompress, ZfsError,
+    Capabilities, DatasetName, Generation, Listing, RecvSpec, SendRequest, SnapshotName,
+    WireCompress, ZfsError,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Protocol version spoken by this build.
-pub const VERSION: u32 = 1;
+/// Protocol version spoken by this build (2: write claims and the
+/// administrative requests of `reverse`).
+pub const VERSION: u32 = 2;
 /// Largest control message.
 pub const MAX_MESSAGE: usize = 64 << 20;
 
@@ -39,6 +41,9 @@ pub enum Request {
     DestroySnapshot {
         /// Name.
         name: SnapshotName,
+        /// The generation the peer acts for.
+        #[serde(default)]
+        claim: Option<Generation>,
     },
     /// `zfs hold`.
     Hold {
@@ -58,6 +63,9 @@ pub enum Request {
     Rollback {
         /// Snapshot.
         snapshot: SnapshotName,
+        /// The generation the peer acts for.
+        #[serde(default)]
+        claim: Option<Generation>,
     },
     /// `zfs set` of an allowed property.
     SetProperty {
@@ -67,6 +75,9 @@ pub enum Request {
         prop: String,
         /// Value.
         value: String,
+        /// The generation the peer acts for.
+        #[serde(default)]
+        claim: Option<Generation>,
     },
     /// `zfs get` of one property.
     GetProperty {
@@ -91,6 +102,9 @@ pub enum Request {
     ReceiveAbort {
         /// Dataset.
         dataset: DatasetName,
+        /// The generation the peer acts for.
+        #[serde(default)]
+        claim: Option<Generation>,
     },
     /// `zfs send -nP`.
     Estimate {
@@ -113,6 +127,41 @@ pub enum Request {
     Sync {
         /// Datasets.
         datasets: Vec<DatasetName>,
+    },
+    /// `zfs rename` of a dataset (`reverse` setting a follower aside).
+    Rename {
+        /// The dataset.
+        from: DatasetName,
+        /// Its new name.
+        to: DatasetName,
+        /// The generation the peer acts for.
+        #[serde(default)]
+        claim: Option<Generation>,
+    },
+    /// `zfs clone` of a snapshot (`reverse` rebuilding a follower).
+    Clone {
+        /// The snapshot.
+        snapshot: SnapshotName,
+        /// The new dataset.
+        to: DatasetName,
+        /// `-o` properties (only `readonly`).
+        props: Vec<(String, String)>,
+        /// The generation the peer acts for.
+        #[serde(default)]
+        claim: Option<Generation>,
+    },
+    /// `zfs promote` of a clone.
+    Promote {
+        /// The clone.
+        dataset: DatasetName,
+        /// The generation the peer acts for.
+        #[serde(default)]
+        claim: Option<Generation>,
+    },
+    /// `zfs create -p -o canmount=off` of a container (the diverged area).
+    CreateContainer {
+        /// The container.
+        dataset: DatasetName,
     },
 }
 
@@ -137,6 +186,10 @@ impl Request {
             Request::Sync { .. } => "sync",
             Request::Bookmark { .. } => "bookmark",
             Request::DestroyBookmark { .. } => "destroy_bookmark",
+            Request::Rename { .. } => "rename",
+            Request::Clone { .. } => "clone",
+            Request::Promote { .. } => "promote",
+            Request::CreateContainer { .. } => "create_container",
         }
     }
 }
@@ -202,22 +255,7 @@ pub struct WireError {
 impl WireError {
     /// From a ZFS error on the server.
     pub fn zfs(e: &ZfsError) -> Self {
-        let (cmd, msg) = match e {
-            ZfsError::DatasetNotFound { cmd, msg }
-            | ZfsError::DatasetBusy { cmd, msg }
-            | ZfsError::NoSpace { cmd, msg }
-            | ZfsError::ResumeTokenStale { cmd, msg }
-            | ZfsError::NoCommonSnapshot { cmd, msg }
-            | ZfsError::TargetDiverged { cmd, msg }
-            | ZfsError::TargetExists { cmd, msg }
-            | ZfsError::HoldExists { cmd, msg }
-            | ZfsError::HoldNotFound { cmd, msg }
-            | ZfsError::StreamCorrupt { cmd, msg }
-            | ZfsError::PermissionDenied { cmd, msg }
-            | ZfsError::Ssh { cmd, msg }
-            | ZfsError::Failed { cmd, msg, .. } => (cmd.clone(), msg.clone()),
-            other => (String::new(), other.to_string()),
-        };
+        let (cmd, msg) = e.parts();
         Self {
             kind: e.kind().to_owned(),
             cmd,

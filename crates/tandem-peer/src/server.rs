@@ -3,10 +3,11 @@
 use std::sync::Arc;
 
 use tandem_stream::{Counters, EncodeOptions, Mode, StreamError};
-use tandem_zfs::{Changed, HoldTag, WireCompress, Zfs, ZfsError};
+use tandem_zfs::{Changed, DatasetName, Generation, HoldTag, WireCompress, Zfs, ZfsError};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::auth::Policy;
+use crate::guard::{self, Write};
 use crate::proto::{read_msg, write_msg, ProtoError, Request, Response, WireError, VERSION};
 
 /// Maps the wire compression setting to the encoder's mode.
@@ -36,6 +37,53 @@ fn unit(r: Result<(), ZfsError>) -> Response {
 
 fn tag(t: &str) -> Result<HoldTag, ZfsError> {
     HoldTag::parse(t).map_err(ZfsError::from)
+}
+
+/// The datasets a write request changes, its claim, and what it does to
+/// them (see [`guard`]); `None` for requests that write nothing.
+fn writes(req: &Request) -> Option<(Vec<&DatasetName>, Option<&Generation>, Write)> {
+    Some(match req {
+        Request::DestroySnapshot { name, claim } => {
+            (vec![name.dataset()], claim.as_ref(), Write::Housekeeping)
+        }
+        Request::Rollback { snapshot, claim } => {
+            (vec![snapshot.dataset()], claim.as_ref(), Write::Data)
+        }
+        Request::SetProperty { dataset, claim, .. }
+        | Request::ReceiveAbort { dataset, claim }
+        | Request::Promote { dataset, claim } => (vec![dataset], claim.as_ref(), Write::Data),
+        Request::Receive { spec } => (
+            spec.target.iter().collect(),
+            spec.claim.as_ref(),
+            Write::Data,
+        ),
+        Request::Rename { from, to, claim } => (vec![from, to], claim.as_ref(), Write::Data),
+        Request::Clone { to, claim, .. } => (vec![to], claim.as_ref(), Write::Data),
+        _ => return None,
+    })
+}
+
+/// Checks a write request against the marks of the datasets it changes.
+async fn check_generation<Z: Zfs>(zfs: &Z, req: &Request, node: &str) -> Result<(), String> {
+    let Some((datasets, claim, write)) = writes(req) else {
+        return Ok(());
+    };
+    let listing = zfs
+        .list(&datasets.iter().map(|d| (*d).clone()).collect::<Vec<_>>())
+        .await
+        .map_err(|e| format!("cannot read the generation marks: {e}"))?;
+    for d in datasets {
+        let Some(ds) = listing.get(d) else {
+            continue;
+        };
+        // The mark of the job the claim is for; any other mark refuses.
+        let mark = match claim {
+            Some(c) => ds.generation_of(&c.job).or(ds.generation.as_ref()),
+            None => ds.generation.as_ref(),
+        };
+        guard::check(d, mark, claim, node, write)?;
+    }
+    Ok(())
 }
 
 /// Serves one connection until the client closes it. Every request is
@@ -81,6 +129,19 @@ where
             .await?;
             continue;
         }
+        if let Err(why) = check_generation(zfs, &req, node).await {
+            tracing::warn!(%peer, op = req.op(), "refused by the generation guard: {why}");
+            write_msg(
+                &mut w,
+                &Response::Error(WireError {
+                    kind: "Denied".into(),
+                    cmd: format!("[{node}] {}", req.op()),
+                    msg: why,
+                }),
+            )
+            .await?;
+            continue;
+        }
         tracing::debug!(%peer, op = req.op(), "request");
         let resp = match req {
             Request::Hello {
@@ -109,7 +170,9 @@ where
                 Err(e) => Response::Error(WireError::zfs(&e)),
             },
             Request::Snapshot { names } => unit(zfs.snapshot(&names).await),
-            Request::DestroySnapshot { name } => changed(zfs.destroy_snapshot(&name).await),
+            Request::DestroySnapshot { name, claim } => {
+                changed(zfs.destroy_snapshot(&name, claim.as_ref()).await)
+            }
             Request::Hold { tag: t, snapshot } => match tag(&t) {
                 Ok(t) => changed(zfs.hold(&t, &snapshot).await),
                 Err(e) => Response::Error(WireError::zfs(&e)),
@@ -118,18 +181,48 @@ where
                 Ok(t) => changed(zfs.release(&t, &snapshot).await),
                 Err(e) => Response::Error(WireError::zfs(&e)),
             },
-            Request::Rollback { snapshot } => unit(zfs.rollback(&snapshot).await),
+            Request::Rollback { snapshot, claim } => {
+                unit(zfs.rollback(&snapshot, claim.as_ref()).await)
+            }
             Request::SetProperty {
                 dataset,
                 prop,
                 value,
-            } => unit(zfs.set_property(&dataset, &prop, &value).await),
+                claim,
+            } => unit(
+                zfs.set_property(&dataset, &prop, &value, claim.as_ref())
+                    .await,
+            ),
             Request::GetProperty { dataset, prop } => match zfs.get_property(&dataset, &prop).await
             {
                 Ok(value) => Response::Property { value },
                 Err(e) => Response::Error(WireError::zfs(&e)),
             },
-            Request::ReceiveAbort { dataset } => changed(zfs.receive_abort(&dataset).await),
+            Request::ReceiveAbort { dataset, claim } => {
+                changed(zfs.receive_abort(&dataset, claim.as_ref()).await)
+            }
+            Request::Rename { from, to, claim } => {
+                unit(zfs.rename(&from, &to, claim.as_ref()).await)
+            }
+            Request::Clone {
+                snapshot,
+                to,
+                props,
+                claim,
+            } => {
+                let props: Vec<(&str, &str)> = props
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                unit(
+                    zfs.clone_snapshot(&snapshot, &to, &props, claim.as_ref())
+                        .await,
+                )
+            }
+            Request::Promote { dataset, claim } => {
+                unit(zfs.promote(&dataset, claim.as_ref()).await)
+            }
+            Request::CreateContainer { dataset } => changed(zfs.create_container(&dataset).await),
             Request::Sync { datasets } => unit(zfs.sync(&datasets).await),
             Request::Bookmark { snapshot, bookmark } => {
                 changed(zfs.bookmark(&snapshot, &bookmark).await)

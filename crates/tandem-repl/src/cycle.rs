@@ -1,19 +1,23 @@
 //! One replication cycle over a set of jobs: lock, list each node once,
-//! run the jobs (a few at a time), record state.
+//! resolve each job's direction from the generation marks, run the jobs (a
+//! few at a time), record state.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 use tandem_zfs::{DatasetName, Listing, Zfs};
 
-use crate::exec::{Executor, JobSpec, Outcome, ReplError};
-use crate::lock::{key_file, lock, Lock, LockError};
+use crate::clock::Clock;
+use crate::executor::{Executor, JobSpec, NotFollowing, Outcome, ReplError};
+use crate::job::Job;
+use crate::lock::LockError;
 use crate::naming::JobName;
 use crate::pipe::Progress;
-use crate::state::{StateError, StateStore};
+use crate::roles::{self, Roles};
+use crate::state::{Direction, Held, StateError, Store};
 
 /// Why a job did not run or failed.
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +25,7 @@ pub enum CycleError {
     /// Replication failed.
     #[error(transparent)]
     Repl(#[from] ReplError),
-    /// The job or its target is locked by another run.
+    /// The job or one of its datasets is locked by another run.
     #[error(transparent)]
     Lock(#[from] LockError),
     /// State could not be read or written.
@@ -49,6 +53,11 @@ pub struct CycleOptions {
     /// Where running transfers register their live counters, for progress
     /// displays and logs; entries are removed when the job ends.
     pub live: Option<Live>,
+    /// Run only the jobs whose primary is one of these nodes (a daemon:
+    /// the nodes that are its machine); others are reported as skipped.
+    /// `None`: run every job from its primary, wherever that is (`tandem
+    /// run`).
+    pub only_primary: Option<BTreeSet<String>>,
 }
 
 /// Live counters of the transfers running now, by job.
@@ -59,6 +68,8 @@ pub type Live = Arc<std::sync::Mutex<BTreeMap<JobName, Arc<Progress>>>>;
 pub struct JobReport {
     /// The job.
     pub job: JobName,
+    /// The job with its current direction applied, once known.
+    pub spec: Option<JobSpec>,
     /// When it started.
     pub started: DateTime<Utc>,
     /// How long it took.
@@ -67,121 +78,165 @@ pub struct JobReport {
     pub result: Result<Outcome, CycleError>,
 }
 
-struct Locked<'a> {
-    spec: &'a JobSpec,
-    _locks: (Lock, Lock),
+/// A [`JobReport`] as `--json` prints it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    /// The job.
+    pub job: String,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// `node:dataset` data came from, once known.
+    pub source: Option<String>,
+    /// `node:dataset` data went to, once known.
+    pub target: Option<String>,
+    /// Plan kinds carried out, in order.
+    pub plans: Vec<String>,
+    /// The snapshot sent.
+    pub sent: Option<String>,
+    /// Stream bytes moved.
+    pub bytes: u64,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// The newest common snapshot afterwards.
+    pub common: Option<crate::state::Common>,
+    /// Snapshots pruned.
+    pub pruned: Vec<String>,
+    /// Things worth a look.
+    pub warnings: Vec<String>,
+    /// Why nothing was done, when this node leaves the job to its primary.
+    pub skipped: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
 }
 
+impl JobReport {
+    /// The summary `--json` prints.
+    pub fn summary(&self) -> Summary {
+        let (o, error) = match &self.result {
+            Ok(o) => (Some(o), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        Summary {
+            job: self.job.to_string(),
+            ok: self.result.is_ok(),
+            source: self.spec.as_ref().map(|s| s.source.to_string()),
+            target: self.spec.as_ref().map(|s| s.target.to_string()),
+            plans: o.map(|o| o.plans.clone()).unwrap_or_default(),
+            sent: o.and_then(|o| o.sent.as_ref().map(|s| s.to_string())),
+            bytes: o.map_or(0, |o| o.bytes),
+            duration_ms: u64::try_from(self.duration.as_millis()).unwrap_or(u64::MAX),
+            common: o.and_then(|o| o.common.clone()),
+            pruned: o
+                .map(|o| o.pruned.iter().map(|p| p.to_string()).collect())
+                .unwrap_or_default(),
+            warnings: o.map(|o| o.warnings.clone()).unwrap_or_default(),
+            skipped: o.and_then(|o| o.skipped.clone()),
+            error,
+        }
+    }
+}
+
+/// A job, its locks and its result so far.
+struct Locked<'a> {
+    job: &'a Job,
+    _locks: Vec<Held>,
+}
+
+/// Takes the job's lock, then the locks of both its datasets (in one
+/// order for every job, so two jobs sharing a dataset cannot deadlock).
 async fn take_locks<'a>(
-    store: &StateStore,
-    spec: &'a JobSpec,
+    store: &dyn Store,
+    job: &'a Job,
     opts: &CycleOptions,
 ) -> Result<Locked<'a>, LockError> {
-    let dir = store.dir().join("locks");
-    let jl = lock(
-        &key_file(&dir, "job", spec.name.as_str()),
-        &format!("job {}", spec.name),
-        &opts.me,
-        opts.lock_wait,
-    )
-    .await?;
-    let tkey = spec.target.to_string();
-    let tl = lock(
-        &key_file(&dir, "target", &tkey),
-        &format!("target {tkey}"),
-        &opts.me,
-        opts.lock_wait,
-    )
-    .await?;
-    Ok(Locked {
-        spec,
-        _locks: (jl, tl),
-    })
+    let mut locks = vec![
+        store
+            .lock("job", job.name.as_str(), &opts.me, opts.lock_wait)
+            .await?,
+    ];
+    let mut keys = [job.source.to_string(), job.target.to_string()];
+    keys.sort();
+    for k in &keys {
+        locks.push(store.lock("dataset", k, &opts.me, opts.lock_wait).await?);
+    }
+    Ok(Locked { job, _locks: locks })
+}
+
+/// What one cycle needs from the world: the nodes, the store, the clock.
+pub struct CycleEnv<'a, Z: Zfs> {
+    /// Every node's ZFS, by node name.
+    pub nodes: &'a BTreeMap<String, Z>,
+    /// Job state and locks.
+    pub store: &'a dyn Store,
+    /// Wall time (snapshot names, recorded times).
+    pub clock: &'a dyn Clock,
 }
 
 /// Runs one cycle of `jobs`. Every job gets a report; state is updated.
 pub async fn run_cycle<Z: Zfs>(
-    nodes: &BTreeMap<String, Z>,
-    jobs: &[JobSpec],
-    store: &StateStore,
+    env: &CycleEnv<'_, Z>,
+    jobs: &[Job],
     opts: &CycleOptions,
 ) -> Vec<JobReport> {
     let mut reports = Vec::new();
     let mut locked = Vec::new();
-    for spec in jobs {
-        let started = Utc::now();
-        for node in [&spec.source.node, &spec.target.node] {
-            if !nodes.contains_key(node) {
-                reports.push(JobReport {
-                    job: spec.name.clone(),
-                    started,
-                    duration: Duration::ZERO,
-                    result: Err(CycleError::UnknownNode {
-                        job: spec.name.to_string(),
-                        node: node.clone(),
-                    }),
-                });
-            }
-        }
-        if reports.iter().any(|r| r.job == spec.name) {
+    for job in jobs {
+        let started = env.clock.now();
+        let fail = |e: CycleError| JobReport {
+            job: job.name.clone(),
+            spec: None,
+            started,
+            duration: Duration::ZERO,
+            result: Err(e),
+        };
+        if let Some(node) = [&job.source.node, &job.target.node]
+            .into_iter()
+            .find(|n| !env.nodes.contains_key(*n))
+        {
+            reports.push(fail(CycleError::UnknownNode {
+                job: job.name.to_string(),
+                node: node.clone(),
+            }));
             continue;
         }
-        match take_locks(store, spec, opts).await {
+        match take_locks(env.store, job, opts).await {
             Ok(l) => locked.push(l),
-            Err(e) => reports.push(JobReport {
-                job: spec.name.clone(),
-                started,
-                duration: Duration::ZERO,
-                result: Err(e.into()),
-            }),
+            Err(e) => reports.push(fail(e.into())),
         }
     }
 
-    // One listing per node for the whole cycle.
+    // Commit pending writes on both ends first, so `written` is current
+    // (the primary's for planning, the follower's to see a diverged
+    // replica), then list each node once for the whole cycle.
     let mut roots: BTreeMap<&str, BTreeSet<DatasetName>> = BTreeMap::new();
     for l in &locked {
-        roots
-            .entry(&l.spec.source.node)
-            .or_default()
-            .insert(l.spec.source.dataset.clone());
-        roots
-            .entry(&l.spec.target.node)
-            .or_default()
-            .insert(l.spec.target.dataset.clone());
-    }
-    // Commit pending writes on the sources first, so `written` is current.
-    let mut sources: BTreeMap<&str, Vec<DatasetName>> = BTreeMap::new();
-    for l in &locked {
-        sources
-            .entry(&l.spec.source.node)
-            .or_default()
-            .push(l.spec.source.dataset.clone());
+        for ep in [&l.job.source, &l.job.target] {
+            roots
+                .entry(&ep.node)
+                .or_default()
+                .insert(ep.dataset.clone());
+        }
     }
     futures::future::join_all(
-        sources
-            .into_iter()
-            .map(|(node, ds)| sync_node(nodes, node, ds)),
+        roots
+            .iter()
+            .map(|(node, ds)| sync_node(env.nodes, node, ds.iter().cloned().collect())),
     )
     .await;
-    let listings: BTreeMap<&str, Option<Listing>> =
-        futures::future::join_all(roots.into_iter().map(|(node, r)| list_node(nodes, node, r)))
-            .await
+    let listings: BTreeMap<&str, Option<Listing>> = futures::future::join_all(
+        roots
             .into_iter()
-            .collect();
+            .map(|(node, r)| list_node(env.nodes, node, r)),
+    )
+    .await
+    .into_iter()
+    .collect();
 
     type JobFuture<'f> =
         std::pin::Pin<Box<dyn std::future::Future<Output = JobReport> + Send + 'f>>;
     let futs: Vec<JobFuture<'_>> = locked
         .iter()
-        .map(|l| {
-            Box::pin(job_report(
-                nodes,
-                l.spec,
-                store,
-                &listings,
-                opts.live.clone(),
-            )) as JobFuture<'_>
-        })
+        .map(|l| Box::pin(job_report(env, l.job, &listings, opts)) as JobFuture<'_>)
         .collect();
     let results: Vec<JobReport> = stream::iter(futs)
         .buffer_unordered(opts.parallel.max(1))
@@ -190,6 +245,45 @@ pub async fn run_cycle<Z: Zfs>(
     reports.extend(results);
     reports.sort_by(|a, b| a.job.cmp(&b.job));
     reports
+}
+
+/// The jobs a daemon on the machine of the `local` nodes runs: those
+/// whose local dataset takes itself for the primary
+/// ([`roles::believes_primary`]). One listing per local node; a job whose
+/// local listing fails is kept, so its cycle reports the error.
+pub async fn primary_here<Z: Zfs>(
+    nodes: &BTreeMap<String, Z>,
+    jobs: &[Job],
+    local: &BTreeSet<String>,
+) -> Vec<Job> {
+    let mut roots: BTreeMap<&str, BTreeSet<DatasetName>> = BTreeMap::new();
+    for j in jobs {
+        for ep in [&j.source, &j.target] {
+            if local.contains(&ep.node) {
+                roots
+                    .entry(&ep.node)
+                    .or_default()
+                    .insert(ep.dataset.clone());
+            }
+        }
+    }
+    let listings: BTreeMap<&str, Option<Listing>> =
+        futures::future::join_all(roots.into_iter().map(|(n, r)| list_node(nodes, n, r)))
+            .await
+            .into_iter()
+            .collect();
+    jobs.iter()
+        .filter(|j| {
+            [&j.source, &j.target]
+                .into_iter()
+                .filter(|ep| local.contains(&ep.node))
+                .any(|ep| match listings.get(ep.node.as_str()) {
+                    Some(Some(l)) => roles::believes_primary(j, &ep.node, l.get(&ep.dataset)),
+                    _ => true,
+                })
+        })
+        .cloned()
+        .collect()
 }
 
 async fn sync_node<Z: Zfs>(nodes: &BTreeMap<String, Z>, node: &str, datasets: Vec<DatasetName>) {
@@ -218,84 +312,163 @@ async fn list_node<'n, Z: Zfs>(
 }
 
 async fn job_report<Z: Zfs>(
-    nodes: &BTreeMap<String, Z>,
-    spec: &JobSpec,
-    store: &StateStore,
+    env: &CycleEnv<'_, Z>,
+    job: &Job,
     listings: &BTreeMap<&str, Option<Listing>>,
-    live: Option<Live>,
+    opts: &CycleOptions,
 ) -> JobReport {
-    let started = Utc::now();
-    let t0 = Instant::now();
+    let started = env.clock.now();
+    let t0 = tokio::time::Instant::now();
     let progress = Arc::new(Progress::default());
-    if let Some(live) = &live {
+    if let Some(live) = &opts.live {
         if let Ok(mut m) = live.lock() {
-            m.insert(spec.name.clone(), progress.clone());
+            m.insert(job.name.clone(), progress.clone());
         }
     }
-    let result = run_one(nodes, spec, store, listings, progress).await;
-    if let Some(live) = &live {
+    let mut spec = None;
+    let result = run_one(env, job, listings, progress, opts, &mut spec).await;
+    if let Some(live) = &opts.live {
         if let Ok(mut m) = live.lock() {
-            m.remove(&spec.name);
+            m.remove(&job.name);
         }
     }
     let duration = t0.elapsed();
-    record(store, spec, started, duration, &result);
+    record(env, job, spec.as_ref(), started, duration, &result);
     JobReport {
-        job: spec.name.clone(),
+        job: job.name.clone(),
+        spec,
         started,
         duration,
         result,
     }
 }
 
+/// Both ends of `job` as listed: from this cycle's shared listings, or
+/// listed now when a shared listing failed (so the error is the node's).
+async fn listings_of<Z: Zfs>(
+    env: &CycleEnv<'_, Z>,
+    job: &Job,
+    shared: &BTreeMap<&str, Option<Listing>>,
+) -> Result<(Listing, Listing), CycleError> {
+    let mut out = Vec::new();
+    for ep in [&job.source, &job.target] {
+        if let Some(Some(l)) = shared.get(ep.node.as_str()) {
+            out.push(l.clone());
+            continue;
+        }
+        let z = env
+            .nodes
+            .get(&ep.node)
+            .ok_or_else(|| CycleError::UnknownNode {
+                job: job.name.to_string(),
+                node: ep.node.clone(),
+            })?;
+        let l = z
+            .list(std::slice::from_ref(&ep.dataset))
+            .await
+            .map_err(|e| ReplError::Zfs {
+                node: ep.node.clone(),
+                source: e,
+            })?;
+        out.push(l);
+    }
+    let t = out.pop().unwrap_or_default();
+    let s = out.pop().unwrap_or_default();
+    Ok((s, t))
+}
+
+/// The roles of `job` from its two ends' listings.
+pub fn roles_of(job: &Job, source: &Listing, target: &Listing) -> Result<Roles, ReplError> {
+    Ok(roles::resolve(
+        job,
+        source.get(&job.source.dataset),
+        target.get(&job.target.dataset),
+    )?)
+}
+
 async fn run_one<Z: Zfs>(
-    nodes: &BTreeMap<String, Z>,
-    spec: &JobSpec,
-    store: &StateStore,
-    listings: &BTreeMap<&str, Option<Listing>>,
+    env: &CycleEnv<'_, Z>,
+    job: &Job,
+    shared: &BTreeMap<&str, Option<Listing>>,
     progress: Arc<Progress>,
+    opts: &CycleOptions,
+    spec_out: &mut Option<JobSpec>,
 ) -> Result<Outcome, CycleError> {
+    let (ls, lt) = listings_of(env, job, shared).await?;
+    let roles = roles_of(job, &ls, &lt)?;
+    let st = env.store.load(&job.name)?;
+    let spec = job.spec(&roles, &st);
+    *spec_out = Some(spec.clone());
+    if let Some(here) = &opts.only_primary {
+        if !here.contains(&roles.primary.node) && roles.follower_agrees() {
+            return Ok(Outcome {
+                skipped: Some(format!(
+                    "{} is the primary (generation {}); this node follows it",
+                    roles.primary, roles.generation.number
+                )),
+                ..Outcome::default()
+            });
+        }
+    }
+    if !roles.follower_agrees() {
+        return Err(ReplError::NotFollowing(Box::new(NotFollowing::of(job, &roles))).into());
+    }
+    let (src_list, tgt_list) = if roles.forward(job) {
+        (ls, lt)
+    } else {
+        (lt, ls)
+    };
     let unknown = |node: &str| CycleError::UnknownNode {
-        job: spec.name.to_string(),
+        job: job.name.to_string(),
         node: node.to_owned(),
     };
-    let src = nodes
+    let src = env
+        .nodes
         .get(&spec.source.node)
         .ok_or_else(|| unknown(&spec.source.node))?;
-    let tgt = nodes
+    let tgt = env
+        .nodes
         .get(&spec.target.node)
         .ok_or_else(|| unknown(&spec.target.node))?;
-    let st = store.load(&spec.name)?;
-    let shared = match (
-        listings.get(spec.source.node.as_str()),
-        listings.get(spec.target.node.as_str()),
-    ) {
-        (Some(Some(a)), Some(Some(b))) => Some((a.clone(), b.clone())),
-        _ => None,
-    };
     let ex = Executor {
-        job: spec,
+        job: &spec,
         src,
         tgt,
         progress,
         previous_common: st.common.as_ref().map(|c| c.guid),
     };
-    Ok(ex.run(shared, Utc::now).await?)
+    Ok(ex
+        .run(Some((src_list, tgt_list)), || env.clock.now())
+        .await?)
 }
 
-fn record(
-    store: &StateStore,
-    spec: &JobSpec,
+fn record<Z: Zfs>(
+    env: &CycleEnv<'_, Z>,
+    job: &Job,
+    spec: Option<&JobSpec>,
     started: DateTime<Utc>,
     duration: Duration,
     result: &Result<Outcome, CycleError>,
 ) {
-    let r = store.update(&spec.name, |st| {
+    let now = env.clock.now();
+    let r = env.store.update(&job.name, |st| {
+        if let Some(spec) = spec {
+            // What the marks said, for `status` when a node is unreachable.
+            st.direction = if spec.source == job.source {
+                Direction::Forward
+            } else {
+                Direction::Reverse
+            };
+            st.generation = st.generation.max(spec.claim.number);
+        }
+        if matches!(result, Ok(o) if o.skipped.is_some()) {
+            return;
+        }
         st.last_attempt = Some(started);
-        st.last_duration_ms = duration.as_millis() as u64;
+        st.last_duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
         match result {
             Ok(o) => {
-                st.last_success = Some(Utc::now());
+                st.last_success = Some(now);
                 st.last_plan = o.plans.last().cloned();
                 if o.sent.is_some() {
                     st.last_bytes = o.bytes;
@@ -313,6 +486,6 @@ fn record(
         }
     });
     if let Err(e) = r {
-        tracing::error!(job = %spec.name, "cannot record state: {e}");
+        tracing::error!(job = %job.name, "cannot record state: {e}");
     }
 }

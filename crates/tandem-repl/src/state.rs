@@ -1,15 +1,28 @@
-//! Per-job state in `state_dir/jobs/<job>.json`, written atomically (temp
-//! file, fsync, rename, fsync of the directory), so a crash leaves either
-//! the old or the new state, never half of one.
+//! What tandem remembers between runs, behind the [`Store`] trait: per-job
+//! state, small records (an interrupted `reverse`'s progress), and the
+//! locks that keep a job from overlapping itself.
+//!
+//! [`StateStore`] keeps it in `state_dir`: `jobs/<job>.json` and
+//! `<kind>/<job>.json`, each written atomically (temp file, fsync, rename,
+//! fsync of the directory), so a crash leaves either the old or the new
+//! version, never half of one; locks are `flock`s under `locks/` (see
+//! [`crate::lock`]). [`MemStore`] keeps the same in memory, for tests and
+//! the simulator.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tandem_zfs::{Guid, SnapshotName};
 
+use crate::lock::{key_file, LockError};
 use crate::naming::JobName;
 
 /// Errors reading or writing state.
@@ -92,7 +105,7 @@ pub struct JobState {
     /// The last promotion of this job's replica by `tandem failover`.
     pub promoted: Option<Promotion>,
     /// Set by `reverse` when it rebuilt the follower as a clone of the
-    /// common snapshot: see [`JobSpec::rebuilt_target`](crate::exec::JobSpec).
+    /// common snapshot: see [`JobSpec::rebuilt_target`](crate::executor::JobSpec).
     pub rebuilt: Option<Rebuilt>,
 }
 
@@ -124,6 +137,59 @@ pub struct Promotion {
     pub generation: u64,
     /// "fence" when a device confirmed the power off, "operator" for `--confirmed-off`.
     pub confirmed_by: String,
+}
+
+/// A boxed, sendable future (the [`Store`] trait is used as an object).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A held lock; released when dropped.
+pub struct Held(#[allow(dead_code)] Box<dyn Send + Sync>);
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Held")
+    }
+}
+
+/// Where tandem keeps what it remembers.
+pub trait Store: Send + Sync {
+    /// The job's state; the default if it never ran.
+    fn load(&self, job: &JobName) -> Result<JobState, StateError>;
+    /// Replaces the job's state, durably (it is on disk when this returns).
+    fn save(&self, job: &JobName, st: &JobState) -> Result<(), StateError>;
+    /// A small record of `kind` for `job` (e.g. `reverse`'s progress).
+    fn read_record(&self, kind: &str, job: &JobName) -> Result<Option<Vec<u8>>, StateError>;
+    /// Replaces a record, durably.
+    fn write_record(&self, kind: &str, job: &JobName, body: &[u8]) -> Result<(), StateError>;
+    /// Removes a record (nothing if there is none).
+    fn remove_record(&self, kind: &str, job: &JobName) -> Result<(), StateError>;
+    /// Takes the lock `kind`/`key` (a job's name, a `node:dataset`),
+    /// waiting up to `wait`; `what` names it in messages, `me` the holder.
+    fn lock<'a>(
+        &'a self,
+        kind: &'a str,
+        key: &'a str,
+        me: &'a str,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<Held, LockError>>;
+}
+
+impl dyn Store + '_ {
+    /// Loads, changes and saves the job's state.
+    pub fn update(
+        &self,
+        job: &JobName,
+        f: impl FnOnce(&mut JobState),
+    ) -> Result<JobState, StateError> {
+        let mut st = self.load(job)?;
+        f(&mut st);
+        self.save(job, &st)?;
+        Ok(st)
+    }
+}
+
+fn lock_what(kind: &str, key: &str) -> String {
+    format!("{kind} {key}")
 }
 
 /// The state directory.
@@ -181,25 +247,15 @@ impl StateStore {
     /// Replaces the job's state atomically.
     pub fn save(&self, job: &JobName, st: &JobState) -> Result<(), StateError> {
         let path = self.path(job);
-        let tmp = path.with_extension(format!("json.tmp.{}", std::process::id()));
-        let ioerr = |p: &Path, e| StateError::Io {
-            path: p.to_owned(),
-            source: e,
-        };
         let body = serde_json::to_vec_pretty(st).map_err(|e| StateError::Corrupt {
             path: path.clone(),
             source: e,
         })?;
-        {
-            let mut f = fs::File::create(&tmp).map_err(|e| ioerr(&tmp, e))?;
-            f.write_all(&body).map_err(|e| ioerr(&tmp, e))?;
-            f.sync_all().map_err(|e| ioerr(&tmp, e))?;
-        }
-        fs::rename(&tmp, &path).map_err(|e| ioerr(&path, e))?;
-        if let Ok(d) = fs::File::open(self.dir.join("jobs")) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        write_durably(&path, &body)
+    }
+
+    fn record_path(&self, kind: &str, job: &JobName) -> PathBuf {
+        self.dir.join(kind).join(format!("{job}.json"))
     }
 
     /// Loads, changes and saves the job's state.
@@ -208,10 +264,225 @@ impl StateStore {
         job: &JobName,
         f: impl FnOnce(&mut JobState),
     ) -> Result<JobState, StateError> {
-        let mut st = self.load(job)?;
-        f(&mut st);
-        self.save(job, &st)?;
-        Ok(st)
+        (self as &dyn Store).update(job, f)
+    }
+}
+
+/// Writes `body` to `path` atomically and durably: a temp file beside it,
+/// fsync, rename over `path`, fsync of the directory.
+fn write_durably(path: &Path, body: &[u8]) -> Result<(), StateError> {
+    let ioerr = |p: &Path, e| StateError::Io {
+        path: p.to_owned(),
+        source: e,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| ioerr(dir, e))?;
+    let tmp = path.with_extension(format!("json.tmp.{}", std::process::id()));
+    {
+        let mut f = fs::File::create(&tmp).map_err(|e| ioerr(&tmp, e))?;
+        f.write_all(body).map_err(|e| ioerr(&tmp, e))?;
+        f.sync_all().map_err(|e| ioerr(&tmp, e))?;
+    }
+    fs::rename(&tmp, path).map_err(|e| ioerr(path, e))?;
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+impl Store for StateStore {
+    fn load(&self, job: &JobName) -> Result<JobState, StateError> {
+        StateStore::load(self, job)
+    }
+
+    fn save(&self, job: &JobName, st: &JobState) -> Result<(), StateError> {
+        StateStore::save(self, job, st)
+    }
+
+    fn read_record(&self, kind: &str, job: &JobName) -> Result<Option<Vec<u8>>, StateError> {
+        let path = self.record_path(kind, job);
+        match fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StateError::Io { path, source: e }),
+        }
+    }
+
+    fn write_record(&self, kind: &str, job: &JobName, body: &[u8]) -> Result<(), StateError> {
+        write_durably(&self.record_path(kind, job), body)
+    }
+
+    fn remove_record(&self, kind: &str, job: &JobName) -> Result<(), StateError> {
+        let path = self.record_path(kind, job);
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                if let Some(d) = path.parent().and_then(|d| fs::File::open(d).ok()) {
+                    let _ = d.sync_all();
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StateError::Io { path, source: e }),
+        }
+    }
+
+    fn lock<'a>(
+        &'a self,
+        kind: &'a str,
+        key: &'a str,
+        me: &'a str,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<Held, LockError>> {
+        Box::pin(async move {
+            let path = key_file(&self.dir.join("locks"), kind, key);
+            let l = crate::lock::lock(&path, &lock_what(kind, key), me, wait).await?;
+            Ok(Held(Box::new(l)))
+        })
+    }
+}
+
+/// A [`Store`] in memory: for tests and the simulator. Clones share it
+/// (a node's "disk"). State is kept serialized, so a corrupted entry
+/// ([`MemStore::corrupt`]) fails to load exactly like a corrupt file.
+#[derive(Debug, Clone, Default)]
+pub struct MemStore {
+    inner: Arc<Mutex<MemInner>>,
+}
+
+#[derive(Debug, Default)]
+struct MemInner {
+    files: BTreeMap<String, Vec<u8>>,
+    locks: BTreeMap<String, String>,
+}
+
+struct MemHeld {
+    inner: Arc<Mutex<MemInner>>,
+    key: String,
+}
+
+impl Drop for MemHeld {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.inner.lock() {
+            m.locks.remove(&self.key);
+        }
+    }
+}
+
+impl MemStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn key(kind: &str, job: &JobName) -> String {
+        format!("{kind}/{job}.json")
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut MemInner) -> T) -> T {
+        let mut g = match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        f(&mut g)
+    }
+
+    /// Overwrites the job's state with bytes that are not JSON.
+    pub fn corrupt(&self, job: &JobName) {
+        self.with(|m| {
+            m.files
+                .insert(Self::key("jobs", job), b"{\"direction\": ".to_vec())
+        });
+    }
+
+    /// The locks held now: `kind key` and their holders.
+    pub fn held_locks(&self) -> BTreeMap<String, String> {
+        self.with(|m| m.locks.clone())
+    }
+
+    /// Names of everything stored, for inspection.
+    pub fn entries(&self) -> BTreeSet<String> {
+        self.with(|m| m.files.keys().cloned().collect())
+    }
+}
+
+impl Store for MemStore {
+    fn load(&self, job: &JobName) -> Result<JobState, StateError> {
+        let key = Self::key("jobs", job);
+        match self.with(|m| m.files.get(&key).cloned()) {
+            None => Ok(JobState::default()),
+            Some(b) => serde_json::from_slice(&b).map_err(|e| StateError::Corrupt {
+                path: PathBuf::from(format!("mem:{key}")),
+                source: e,
+            }),
+        }
+    }
+
+    fn save(&self, job: &JobName, st: &JobState) -> Result<(), StateError> {
+        let key = Self::key("jobs", job);
+        let body = serde_json::to_vec(st).map_err(|e| StateError::Corrupt {
+            path: PathBuf::from(format!("mem:{key}")),
+            source: e,
+        })?;
+        self.with(|m| m.files.insert(key, body));
+        Ok(())
+    }
+
+    fn read_record(&self, kind: &str, job: &JobName) -> Result<Option<Vec<u8>>, StateError> {
+        let key = Self::key(kind, job);
+        Ok(self.with(|m| m.files.get(&key).cloned()))
+    }
+
+    fn write_record(&self, kind: &str, job: &JobName, body: &[u8]) -> Result<(), StateError> {
+        let key = Self::key(kind, job);
+        self.with(|m| m.files.insert(key, body.to_vec()));
+        Ok(())
+    }
+
+    fn remove_record(&self, kind: &str, job: &JobName) -> Result<(), StateError> {
+        let key = Self::key(kind, job);
+        self.with(|m| m.files.remove(&key));
+        Ok(())
+    }
+
+    fn lock<'a>(
+        &'a self,
+        kind: &'a str,
+        key: &'a str,
+        me: &'a str,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<Held, LockError>> {
+        Box::pin(async move {
+            let k = lock_what(kind, key);
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                let taken = self.with(|m| match m.locks.get(&k) {
+                    Some(holder) => Err(holder.clone()),
+                    None => {
+                        m.locks.insert(k.clone(), me.to_owned());
+                        Ok(())
+                    }
+                });
+                match taken {
+                    Ok(()) => {
+                        return Ok(Held(Box::new(MemHeld {
+                            inner: self.inner.clone(),
+                            key: k,
+                        })))
+                    }
+                    Err(holder) if tokio::time::Instant::now() < deadline => {
+                        let _ = holder;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(holder) => {
+                        return Err(LockError::Busy {
+                            what: k.clone(),
+                            holder,
+                            path: PathBuf::from(format!("mem:locks/{k}")),
+                        })
+                    }
+                }
+            }
+        })
     }
 }
 

@@ -72,6 +72,12 @@ impl Capabilities {
         Some(c)
     }
 
+    /// Does this `zfs version` failure mean the old zfs-fuse command set
+    /// (which has no `version` subcommand)?
+    pub fn is_legacy_version_error(stderr: &str) -> bool {
+        stderr.contains("unrecognized command")
+    }
+
     /// Must pool-changing calls be serialized? (zfs-fuse deadlocks on
     /// concurrent creates and mounts.)
     pub fn serialize_changes(&self) -> bool {

@@ -1,210 +1,18 @@
-//! The [`Zfs`] trait and its backend over the `zfs` command line.
+//! [`CliZfs`]: the [`Zfs`] trait over the `zfs` command line, locally or
+//! through ssh.
 
-use std::future::Future;
 use std::process::Stdio;
 
 use tokio::sync::OnceCell;
 
 use crate::caps::Capabilities;
 use crate::error::ZfsError;
-use crate::exec::{Invocation, Transport};
 use crate::model::Listing;
 use crate::name::{check_user_property, BookmarkName, DatasetName, HoldTag, SnapshotName};
+use crate::ops::{Changed, Claim, RecvSpec, SendBase, SendRequest, Zfs};
 use crate::parse::{parse_listing, parse_send_estimate, LISTING_PROPS};
+use crate::process::{Invocation, Transport};
 use crate::stream::{RecvStream, SendStream};
-
-/// Whether an idempotent operation changed anything (so a retry is safe and
-/// the log can say what happened).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Changed {
-    /// It did something.
-    Done,
-    /// The world already was that way.
-    Already,
-}
-
-/// Optional `zfs send` flags, set per job.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SendFlags {
-    /// `-w`: raw (encrypted datasets stay encrypted, no key needed).
-    pub raw: bool,
-    /// `-c`: keep on-disk compression.
-    pub compressed: bool,
-    /// `-L`: allow blocks over 128 KiB.
-    pub large_blocks: bool,
-    /// `-e`: embedded data blocks.
-    pub embedded: bool,
-}
-
-/// The base of an incremental send: a snapshot, or a bookmark of one
-/// (which survives the snapshot's destruction).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SendBase {
-    /// `send -i/-I DATASET@SNAP`.
-    Snapshot(SnapshotName),
-    /// `send -i DATASET#BOOKMARK` (`-I` is not possible from a bookmark).
-    Bookmark(BookmarkName),
-}
-
-impl SendBase {
-    /// The dataset it belongs to.
-    pub fn dataset(&self) -> &DatasetName {
-        match self {
-            SendBase::Snapshot(s) => s.dataset(),
-            SendBase::Bookmark(b) => b.dataset(),
-        }
-    }
-}
-
-impl std::fmt::Display for SendBase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SendBase::Snapshot(s) => s.fmt(f),
-            SendBase::Bookmark(b) => b.fmt(f),
-        }
-    }
-}
-
-/// What to send.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum SendRequest {
-    /// A snapshot, full or incremental.
-    Snapshot {
-        /// The snapshot to send.
-        snapshot: SnapshotName,
-        /// Incremental base on the same dataset, if any.
-        from: Option<SendBase>,
-        /// `-I` (with intermediate snapshots) rather than `-i`.
-        intermediates: bool,
-        /// Extra flags.
-        flags: SendFlags,
-    },
-    /// Resume an interrupted receive from its token (`send -t`).
-    Resume {
-        /// The target's `receive_resume_token`.
-        token: String,
-    },
-}
-
-/// How a stream crossing the network is compressed (ignored for local and
-/// plain-ssh transfers, which carry the raw `zfs send` bytes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WireCompress {
-    /// Never.
-    None,
-    /// zstd at this level, per frame where it pays.
-    Zstd(i32),
-    /// zstd at this level while the link is the bottleneck.
-    Auto(i32),
-}
-
-impl Default for WireCompress {
-    fn default() -> Self {
-        WireCompress::Auto(1)
-    }
-}
-
-/// How to receive.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RecvSpec {
-    /// Compression of the stream on the wire, when it crosses the network.
-    #[serde(default)]
-    pub wire: WireCompress,
-    /// Where the stream goes.
-    pub target: Option<DatasetName>,
-    /// `-s`: keep partial state so an interruption can resume.
-    pub resumable: bool,
-    /// `-u`: do not mount.
-    pub unmounted: bool,
-    /// `-o prop=value` overrides.
-    pub set: Vec<(String, String)>,
-    /// `-x prop` exclusions.
-    pub exclude: Vec<String>,
-}
-
-/// The ZFS operations tandem needs on one node. Implemented by [`CliZfs`]
-/// (the `zfs` command, locally or over ssh); later by a peer agent.
-pub trait Zfs: Send + Sync {
-    /// The node's name, for messages.
-    fn node(&self) -> &str;
-    /// What this node's ZFS can do (probed once).
-    fn capabilities(&self) -> impl Future<Output = Result<Capabilities, ZfsError>> + Send;
-    /// The given datasets, their direct children, and all their snapshots, in
-    /// one call. Roots that do not exist are simply absent.
-    fn list(&self, roots: &[DatasetName])
-        -> impl Future<Output = Result<Listing, ZfsError>> + Send;
-    /// Takes snapshots, atomically in one call where ZFS allows it.
-    fn snapshot(&self, names: &[SnapshotName])
-        -> impl Future<Output = Result<(), ZfsError>> + Send;
-    /// Destroys one snapshot (never a dataset: the type makes that impossible).
-    fn destroy_snapshot(
-        &self,
-        name: &SnapshotName,
-    ) -> impl Future<Output = Result<Changed, ZfsError>> + Send;
-    /// `zfs hold`.
-    fn hold(
-        &self,
-        tag: &HoldTag,
-        snap: &SnapshotName,
-    ) -> impl Future<Output = Result<Changed, ZfsError>> + Send;
-    /// `zfs release`.
-    fn release(
-        &self,
-        tag: &HoldTag,
-        snap: &SnapshotName,
-    ) -> impl Future<Output = Result<Changed, ZfsError>> + Send;
-    /// `zfs rollback` to the dataset's newest snapshot (never `-r`).
-    fn rollback(&self, snap: &SnapshotName) -> impl Future<Output = Result<(), ZfsError>> + Send;
-    /// `zfs set`.
-    fn set_property(
-        &self,
-        ds: &DatasetName,
-        prop: &str,
-        value: &str,
-    ) -> impl Future<Output = Result<(), ZfsError>> + Send;
-    /// `zfs get` of one property; `None` for `-`.
-    fn get_property(
-        &self,
-        ds: &DatasetName,
-        prop: &str,
-    ) -> impl Future<Output = Result<Option<String>, ZfsError>> + Send;
-    /// Starts `zfs send`; read the stream from [`SendStream::reader`].
-    fn send(&self, req: &SendRequest) -> impl Future<Output = Result<SendStream, ZfsError>> + Send;
-    /// Starts `zfs receive`; write the stream into [`RecvStream::writer`].
-    fn receive(&self, spec: &RecvSpec)
-        -> impl Future<Output = Result<RecvStream, ZfsError>> + Send;
-    /// `zfs receive -A`: discards a partial resumable receive.
-    fn receive_abort(
-        &self,
-        ds: &DatasetName,
-    ) -> impl Future<Output = Result<Changed, ZfsError>> + Send;
-    /// `zfs send -nP`: the stream's size, where ZFS can estimate it.
-    fn estimate(
-        &self,
-        req: &SendRequest,
-    ) -> impl Future<Output = Result<Option<u64>, ZfsError>> + Send;
-    /// `zfs bookmark SNAPSHOT BOOKMARK` (where ZFS has bookmarks; else
-    /// [`Changed::Already`] without doing anything).
-    fn bookmark(
-        &self,
-        snap: &SnapshotName,
-        bm: &BookmarkName,
-    ) -> impl Future<Output = Result<Changed, ZfsError>> + Send;
-    /// Destroys one bookmark.
-    fn destroy_bookmark(
-        &self,
-        bm: &BookmarkName,
-    ) -> impl Future<Output = Result<Changed, ZfsError>> + Send;
-    /// Commits the pools holding `datasets` to disk (`zpool sync`), so that
-    /// `written` reflects every write made so far. OpenZFS updates
-    /// `written` only when a transaction group commits (every few seconds),
-    /// and `fsync` does not force one: without this, a cycle right after a
-    /// write would be planned "up to date" and miss it. A no-op where ZFS
-    /// has no `written` (then every cycle snapshots anyway).
-    fn sync(&self, datasets: &[DatasetName]) -> impl Future<Output = Result<(), ZfsError>> + Send;
-}
 
 /// [`Zfs`] through the `zfs` program.
 ///
@@ -265,7 +73,7 @@ impl CliZfs {
                         return Ok(c);
                     }
                 }
-                if err.contains("unrecognized command") {
+                if Capabilities::is_legacy_version_error(&err) {
                     tracing::info!(node = %self.node, missing = ?Capabilities::legacy().missing(), "legacy ZFS (zfs-fuse): degraded mode");
                     return Ok(Capabilities::legacy());
                 }
@@ -279,41 +87,6 @@ impl CliZfs {
             node: self.node.clone(),
             what: what.to_owned(),
             version: caps.version.clone(),
-        }
-    }
-
-    /// `zfs rename FROM TO` of a dataset (never a snapshot). Used only by
-    /// `reverse`, to set an old primary's divergent state aside; not part
-    /// of [`Zfs`], so no peer can ask for it.
-    ///
-    /// zfs-fuse refuses to rename a mounted filesystem that was written to
-    /// ("dataset is busy") although nothing uses it; then the filesystem is
-    /// unmounted (never forced: a real user keeps it busy and the rename
-    /// fails), renamed, and mounted at its new place.
-    pub async fn rename(&self, from: &DatasetName, to: &DatasetName) -> Result<(), ZfsError> {
-        let _serial = self.serial().await?;
-        let rename = vec!["rename".to_string(), from.to_string(), to.to_string()];
-        let busy = |e: &ZfsError| e.to_string().contains("busy");
-        match self.inv(rename.clone()).output().await {
-            Ok(_) => Ok(()),
-            Err(e) if busy(&e) => {
-                tracing::debug!(%from, error = %e, "rename: busy; unmounting first");
-                // zfs-fuse may report the mount busy for a moment after
-                // writes; a few tries, never a forced unmount...
-                self.output_retrying(vec!["unmount".into(), from.to_string()], 10, |_| true)
-                    .await?;
-                // ...and its unmount takes a moment to release the dataset.
-                self.output_retrying(rename, 11, busy).await?;
-                if let Err(e) = self
-                    .inv(vec!["mount".into(), to.to_string()])
-                    .output()
-                    .await
-                {
-                    tracing::warn!(%to, error = %e, "renamed, but cannot mount it at its new place");
-                }
-                Ok(())
-            }
-            Err(e) => Err(e),
         }
     }
 
@@ -336,55 +109,6 @@ impl CliZfs {
                 }
                 Err(e) => return Err(e),
             }
-        }
-    }
-
-    /// `zfs clone [-o PROP=VALUE]... SNAPSHOT TO`.
-    pub async fn clone_snapshot(
-        &self,
-        snap: &SnapshotName,
-        to: &DatasetName,
-        props: &[(&str, &str)],
-    ) -> Result<(), ZfsError> {
-        let _serial = self.serial().await?;
-        let mut args = vec!["clone".to_string()];
-        for (k, v) in props {
-            args.push("-o".into());
-            args.push(format!("{k}={v}"));
-        }
-        args.push(snap.to_string());
-        args.push(to.to_string());
-        self.inv(args).output().await.map(|_| ())
-    }
-
-    /// `zfs promote DATASET`: the clone takes over its origin's older
-    /// snapshots (GUIDs unchanged).
-    pub async fn promote(&self, ds: &DatasetName) -> Result<(), ZfsError> {
-        let _serial = self.serial().await?;
-        self.inv(vec!["promote".into(), ds.to_string()])
-            .output()
-            .await
-            .map(|_| ())
-    }
-
-    /// `zfs create -p -o canmount=off DATASET`: a container filesystem
-    /// (e.g. `POOL/tandem-diverged`); nothing when it exists.
-    pub async fn create_container(&self, ds: &DatasetName) -> Result<Changed, ZfsError> {
-        let _serial = self.serial().await?;
-        let r = self
-            .inv(vec![
-                "create".into(),
-                "-p".into(),
-                "-o".into(),
-                "canmount=off".into(),
-                ds.to_string(),
-            ])
-            .output()
-            .await;
-        match r {
-            Ok(_) => Ok(Changed::Done),
-            Err(e) if e.to_string().contains("already exists") => Ok(Changed::Already),
-            Err(e) => Err(e),
         }
     }
 
@@ -500,10 +224,9 @@ impl Zfs for CliZfs {
         if code != Some(0) {
             // zfs get prints what it can and complains about each missing root.
             let only_missing = !err.trim().is_empty()
-                && err
-                    .lines()
-                    .filter(|l| !l.trim().is_empty())
-                    .all(|l| l.contains("dataset does not exist"));
+                && err.lines().filter(|l| !l.trim().is_empty()).all(|l| {
+                    ZfsError::classify(&inv.display(), code, l, inv.via_ssh()).is_not_found()
+                });
             if !only_missing {
                 return Err(ZfsError::classify(
                     &inv.display(),
@@ -539,7 +262,11 @@ impl Zfs for CliZfs {
         Ok(())
     }
 
-    async fn destroy_snapshot(&self, name: &SnapshotName) -> Result<Changed, ZfsError> {
+    async fn destroy_snapshot(
+        &self,
+        name: &SnapshotName,
+        _claim: Claim<'_>,
+    ) -> Result<Changed, ZfsError> {
         let _serial = self.serial().await?;
         idempotent(
             self.inv(vec!["destroy".into(), name.to_string()])
@@ -569,7 +296,7 @@ impl Zfs for CliZfs {
         })
     }
 
-    async fn rollback(&self, snap: &SnapshotName) -> Result<(), ZfsError> {
+    async fn rollback(&self, snap: &SnapshotName, _claim: Claim<'_>) -> Result<(), ZfsError> {
         let _serial = self.serial().await?;
         self.inv(vec!["rollback".into(), snap.to_string()])
             .output()
@@ -582,6 +309,7 @@ impl Zfs for CliZfs {
         ds: &DatasetName,
         prop: &str,
         value: &str,
+        _claim: Claim<'_>,
     ) -> Result<(), ZfsError> {
         let _serial = self.serial().await?;
         if prop.contains(':') {
@@ -664,7 +392,11 @@ impl Zfs for CliZfs {
         RecvStream::from_process(p)
     }
 
-    async fn receive_abort(&self, ds: &DatasetName) -> Result<Changed, ZfsError> {
+    async fn receive_abort(
+        &self,
+        ds: &DatasetName,
+        _claim: Claim<'_>,
+    ) -> Result<Changed, ZfsError> {
         let caps = self.caps().await?;
         if !caps.resume {
             return Ok(Changed::Already);
@@ -674,9 +406,7 @@ impl Zfs for CliZfs {
             .output()
             .await;
         idempotent(r, |e| {
-            e.is_not_found()
-                || e.to_string()
-                    .contains("does not have any resumable receive state")
+            e.is_not_found() || matches!(e, ZfsError::NoResumeState { .. })
         })
     }
 
@@ -722,7 +452,7 @@ impl Zfs for CliZfs {
             .inv(vec!["bookmark".into(), snap.to_string(), bm.to_string()])
             .output()
             .await;
-        idempotent(r, |e| e.to_string().contains("already exists"))
+        idempotent(r, |e| matches!(e, ZfsError::AlreadyExists { .. }))
     }
 
     async fn destroy_bookmark(&self, bm: &BookmarkName) -> Result<Changed, ZfsError> {
@@ -732,5 +462,81 @@ impl Zfs for CliZfs {
                 .await,
             ZfsError::is_not_found,
         )
+    }
+
+    /// zfs-fuse refuses to rename a mounted filesystem that was written to
+    /// ("dataset is busy") although nothing uses it; then the filesystem is
+    /// unmounted (never forced: a real user keeps it busy and the rename
+    /// fails), renamed, and mounted at its new place.
+    async fn rename(
+        &self,
+        from: &DatasetName,
+        to: &DatasetName,
+        _claim: Claim<'_>,
+    ) -> Result<(), ZfsError> {
+        let _serial = self.serial().await?;
+        let rename = vec!["rename".to_string(), from.to_string(), to.to_string()];
+        match self.inv(rename.clone()).output().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_busy() => {
+                tracing::debug!(%from, error = %e, "rename: busy; unmounting first");
+                // zfs-fuse may report the mount busy for a moment after
+                // writes; a few tries, never a forced unmount...
+                self.output_retrying(vec!["unmount".into(), from.to_string()], 10, |_| true)
+                    .await?;
+                // ...and its unmount takes a moment to release the dataset.
+                self.output_retrying(rename, 11, ZfsError::is_busy).await?;
+                if let Err(e) = self
+                    .inv(vec!["mount".into(), to.to_string()])
+                    .output()
+                    .await
+                {
+                    tracing::warn!(%to, error = %e, "renamed, but cannot mount it at its new place");
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn clone_snapshot(
+        &self,
+        snap: &SnapshotName,
+        to: &DatasetName,
+        props: &[(&str, &str)],
+        _claim: Claim<'_>,
+    ) -> Result<(), ZfsError> {
+        let _serial = self.serial().await?;
+        let mut args = vec!["clone".to_string()];
+        for (k, v) in props {
+            args.push("-o".into());
+            args.push(format!("{k}={v}"));
+        }
+        args.push(snap.to_string());
+        args.push(to.to_string());
+        self.inv(args).output().await.map(|_| ())
+    }
+
+    async fn promote(&self, ds: &DatasetName, _claim: Claim<'_>) -> Result<(), ZfsError> {
+        let _serial = self.serial().await?;
+        self.inv(vec!["promote".into(), ds.to_string()])
+            .output()
+            .await
+            .map(|_| ())
+    }
+
+    async fn create_container(&self, ds: &DatasetName) -> Result<Changed, ZfsError> {
+        let _serial = self.serial().await?;
+        let r = self
+            .inv(vec![
+                "create".into(),
+                "-p".into(),
+                "-o".into(),
+                "canmount=off".into(),
+                ds.to_string(),
+            ])
+            .output()
+            .await;
+        idempotent(r, |e| matches!(e, ZfsError::AlreadyExists { .. }))
     }
 }

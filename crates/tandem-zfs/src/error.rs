@@ -73,6 +73,30 @@ pub enum ZfsError {
         /// ZFS's message.
         msg: String,
     },
+    /// The dataset, snapshot or bookmark to create exists already.
+    #[error("{cmd}: already exists: {msg}")]
+    AlreadyExists {
+        /// Command.
+        cmd: String,
+        /// ZFS's message.
+        msg: String,
+    },
+    /// A snapshot to destroy is the origin of a clone.
+    #[error("{cmd}: the snapshot has dependent clones: {msg}")]
+    HasClones {
+        /// Command.
+        cmd: String,
+        /// ZFS's message.
+        msg: String,
+    },
+    /// `zfs receive -A` on a dataset without a partial receive.
+    #[error("{cmd}: no resumable receive state: {msg}")]
+    NoResumeState {
+        /// Command.
+        cmd: String,
+        /// ZFS's message.
+        msg: String,
+    },
     /// `zfs release` with a tag the snapshot does not have.
     #[error("{cmd}: no such hold tag: {msg}")]
     HoldNotFound {
@@ -169,6 +193,9 @@ impl ZfsError {
             Self::TargetExists { .. } => "TargetExists",
             Self::HoldExists { .. } => "HoldExists",
             Self::HoldNotFound { .. } => "HoldNotFound",
+            Self::AlreadyExists { .. } => "AlreadyExists",
+            Self::HasClones { .. } => "HasClones",
+            Self::NoResumeState { .. } => "NoResumeState",
             Self::StreamCorrupt { .. } => "StreamCorrupt",
             Self::PermissionDenied { .. } => "PermissionDenied",
             Self::Unsupported { .. } => "Unsupported",
@@ -194,6 +221,9 @@ impl ZfsError {
             "TargetExists" => Self::TargetExists { cmd, msg },
             "HoldExists" => Self::HoldExists { cmd, msg },
             "HoldNotFound" => Self::HoldNotFound { cmd, msg },
+            "AlreadyExists" => Self::AlreadyExists { cmd, msg },
+            "HasClones" => Self::HasClones { cmd, msg },
+            "NoResumeState" => Self::NoResumeState { cmd, msg },
             "StreamCorrupt" => Self::StreamCorrupt { cmd, msg },
             "PermissionDenied" => Self::PermissionDenied { cmd, msg },
             _ => Self::Failed {
@@ -216,6 +246,10 @@ impl ZfsError {
         }
         if has("tag already exists") {
             Self::HoldExists { cmd, msg }
+        } else if has("does not have any resumable receive state") {
+            Self::NoResumeState { cmd, msg }
+        } else if has("dependent clones") {
+            Self::HasClones { cmd, msg }
         } else if has("no such tag") {
             Self::HoldNotFound { cmd, msg }
         } else if has("resume token") && (has("corrupt") || has("invalid") || has("stale"))
@@ -240,6 +274,8 @@ impl ZfsError {
             Self::NoCommonSnapshot { cmd, msg }
         } else if has("destination") && has("exists") {
             Self::TargetExists { cmd, msg }
+        } else if has("already exists") || has("bookmark exists") {
+            Self::AlreadyExists { cmd, msg }
         } else if has("out of space") || has("no space left") || has("quota exceeded") {
             Self::NoSpace { cmd, msg }
         } else if has("is busy") || has("dataset is busy") {
@@ -261,6 +297,35 @@ impl ZfsError {
     /// Is this a "does not exist" error?
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::DatasetNotFound { .. })
+    }
+
+    /// Is this a "dataset is busy" error (worth a retry in a moment)?
+    pub fn is_busy(&self) -> bool {
+        matches!(self, Self::DatasetBusy { .. })
+    }
+
+    /// The command that failed and what ZFS said, for the variants that
+    /// carry them (the others: an empty command and the message).
+    pub fn parts(&self) -> (String, String) {
+        match self {
+            Self::DatasetNotFound { cmd, msg }
+            | Self::DatasetBusy { cmd, msg }
+            | Self::NoSpace { cmd, msg }
+            | Self::ResumeTokenStale { cmd, msg }
+            | Self::NoCommonSnapshot { cmd, msg }
+            | Self::TargetDiverged { cmd, msg }
+            | Self::TargetExists { cmd, msg }
+            | Self::HoldExists { cmd, msg }
+            | Self::HoldNotFound { cmd, msg }
+            | Self::AlreadyExists { cmd, msg }
+            | Self::HasClones { cmd, msg }
+            | Self::NoResumeState { cmd, msg }
+            | Self::StreamCorrupt { cmd, msg }
+            | Self::PermissionDenied { cmd, msg }
+            | Self::Ssh { cmd, msg }
+            | Self::Failed { cmd, msg, .. } => (cmd.clone(), msg.clone()),
+            other => (String::new(), other.to_string()),
+        }
     }
 }
 
@@ -311,6 +376,26 @@ mod tests {
         assert!(matches!(
             c("cannot receive: checksum mismatch or incomplete stream"),
             ZfsError::StreamCorrupt { .. }
+        ));
+        assert!(matches!(
+            c("cannot create 'ta/tandem-diverged': dataset already exists"),
+            ZfsError::AlreadyExists { .. }
+        ));
+        assert!(matches!(
+            c("cannot create bookmark 'p/a#tandem_j_x': bookmark exists"),
+            ZfsError::AlreadyExists { .. }
+        ));
+        assert!(matches!(
+            c("cannot destroy 'ta/vm@tandem_j_x': snapshot has dependent clones\nuse '-R' to destroy the following datasets:\nta/tandem-diverged/j-1"),
+            ZfsError::HasClones { .. }
+        ));
+        assert!(matches!(
+            c("'p/vm' does not have any resumable receive state to abort"),
+            ZfsError::NoResumeState { .. }
+        ));
+        assert!(matches!(
+            c("cannot rename 'ta/vm': dataset is busy"),
+            ZfsError::DatasetBusy { .. }
         ));
         assert!(matches!(
             c("something else entirely"),

@@ -79,6 +79,12 @@ pub struct Dataset {
     /// [`Dataset::generation_of`]).
     #[serde(default)]
     pub generation: Option<Generation>,
+    /// `readonly` (None where not listed).
+    #[serde(default)]
+    pub readonly: Option<bool>,
+    /// `origin`: the snapshot this dataset is a clone of, if it is one.
+    #[serde(default)]
+    pub origin: Option<SnapshotName>,
 }
 
 /// Who is primary for a job, as marked on a dataset with the user property
@@ -121,6 +127,24 @@ impl fmt::Display for Generation {
 }
 
 impl Dataset {
+    /// A dataset with nothing listed but its name, kind and GUID (no
+    /// snapshots, properties unknown).
+    pub fn new(name: DatasetName, kind: DatasetKind, guid: Guid) -> Self {
+        Dataset {
+            name,
+            kind,
+            guid,
+            snapshots: Vec::new(),
+            bookmarks: Vec::new(),
+            resume_token: None,
+            written: None,
+            referenced: None,
+            generation: None,
+            readonly: None,
+            origin: None,
+        }
+    }
+
     /// This dataset's generation mark for `job` (0 with no primary when
     /// unmarked, or marked for another job).
     pub fn generation_of(&self, job: &str) -> Option<&Generation> {

@@ -28,6 +28,8 @@ pub const LISTING_PROPS: &[&str] = &[
     "creation",
     "userrefs",
     "referenced",
+    "readonly",
+    "origin",
     crate::model::GENERATION_PROPERTY,
 ];
 
@@ -42,6 +44,8 @@ struct Raw {
     written: Option<u64>,
     token: Option<String>,
     generation: Option<crate::model::Generation>,
+    readonly: Option<bool>,
+    origin: Option<String>,
 }
 
 fn num<T: std::str::FromStr>(
@@ -112,6 +116,14 @@ pub fn parse_listing(out: &str) -> Result<Listing, ParseError> {
             crate::model::GENERATION_PROPERTY => {
                 r.generation = crate::model::Generation::parse(value)
             }
+            "readonly" => {
+                r.readonly = match value {
+                    "on" => Some(true),
+                    "off" => Some(false),
+                    _ => None,
+                }
+            }
+            "origin" => r.origin = (value != "-" && !value.is_empty()).then(|| value.to_owned()),
             "receive_resume_token" => {
                 r.token = (value != "-" && !value.is_empty()).then(|| value.to_owned())
             }
@@ -159,6 +171,11 @@ pub fn parse_listing(out: &str) -> Result<Listing, ParseError> {
                 written: r.written,
                 referenced: r.referenced,
                 generation: r.generation,
+                readonly: r.readonly,
+                origin: r
+                    .origin
+                    .as_deref()
+                    .and_then(|o| SnapshotName::parse(o).ok()),
             },
         );
     }

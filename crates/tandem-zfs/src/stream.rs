@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
 
 use crate::error::ZfsError;
-use crate::exec::ZfsProcess;
+use crate::process::ZfsProcess;
 
 /// How a stream ends: a child process, or a task (a peer's reply).
 #[derive(Debug)]

@@ -3,7 +3,7 @@
 use tandem_peer::client::PeerZfs;
 use tandem_zfs::BookmarkName;
 use tandem_zfs::{
-    Capabilities, Changed, CliZfs, DatasetName, HoldTag, Listing, RecvSpec, RecvStream,
+    Capabilities, Changed, Claim, CliZfs, DatasetName, HoldTag, Listing, RecvSpec, RecvStream,
     SendRequest, SendStream, SnapshotName, Zfs, ZfsError,
 };
 
@@ -39,8 +39,12 @@ impl Zfs for NodeZfs {
     async fn snapshot(&self, names: &[SnapshotName]) -> Result<(), ZfsError> {
         delegate!(self, z => z.snapshot(names).await)
     }
-    async fn destroy_snapshot(&self, name: &SnapshotName) -> Result<Changed, ZfsError> {
-        delegate!(self, z => z.destroy_snapshot(name).await)
+    async fn destroy_snapshot(
+        &self,
+        name: &SnapshotName,
+        claim: Claim<'_>,
+    ) -> Result<Changed, ZfsError> {
+        delegate!(self, z => z.destroy_snapshot(name, claim).await)
     }
     async fn hold(&self, tag: &HoldTag, snap: &SnapshotName) -> Result<Changed, ZfsError> {
         delegate!(self, z => z.hold(tag, snap).await)
@@ -48,16 +52,17 @@ impl Zfs for NodeZfs {
     async fn release(&self, tag: &HoldTag, snap: &SnapshotName) -> Result<Changed, ZfsError> {
         delegate!(self, z => z.release(tag, snap).await)
     }
-    async fn rollback(&self, snap: &SnapshotName) -> Result<(), ZfsError> {
-        delegate!(self, z => z.rollback(snap).await)
+    async fn rollback(&self, snap: &SnapshotName, claim: Claim<'_>) -> Result<(), ZfsError> {
+        delegate!(self, z => z.rollback(snap, claim).await)
     }
     async fn set_property(
         &self,
         ds: &DatasetName,
         prop: &str,
         value: &str,
+        claim: Claim<'_>,
     ) -> Result<(), ZfsError> {
-        delegate!(self, z => z.set_property(ds, prop, value).await)
+        delegate!(self, z => z.set_property(ds, prop, value, claim).await)
     }
     async fn get_property(&self, ds: &DatasetName, prop: &str) -> Result<Option<String>, ZfsError> {
         delegate!(self, z => z.get_property(ds, prop).await)
@@ -68,8 +73,8 @@ impl Zfs for NodeZfs {
     async fn receive(&self, spec: &RecvSpec) -> Result<RecvStream, ZfsError> {
         delegate!(self, z => z.receive(spec).await)
     }
-    async fn receive_abort(&self, ds: &DatasetName) -> Result<Changed, ZfsError> {
-        delegate!(self, z => z.receive_abort(ds).await)
+    async fn receive_abort(&self, ds: &DatasetName, claim: Claim<'_>) -> Result<Changed, ZfsError> {
+        delegate!(self, z => z.receive_abort(ds, claim).await)
     }
     async fn estimate(&self, req: &SendRequest) -> Result<Option<u64>, ZfsError> {
         delegate!(self, z => z.estimate(req).await)
@@ -82,5 +87,28 @@ impl Zfs for NodeZfs {
     }
     async fn destroy_bookmark(&self, bm: &BookmarkName) -> Result<Changed, ZfsError> {
         delegate!(self, z => z.destroy_bookmark(bm).await)
+    }
+    async fn rename(
+        &self,
+        from: &DatasetName,
+        to: &DatasetName,
+        claim: Claim<'_>,
+    ) -> Result<(), ZfsError> {
+        delegate!(self, z => z.rename(from, to, claim).await)
+    }
+    async fn clone_snapshot(
+        &self,
+        snap: &SnapshotName,
+        to: &DatasetName,
+        props: &[(&str, &str)],
+        claim: Claim<'_>,
+    ) -> Result<(), ZfsError> {
+        delegate!(self, z => z.clone_snapshot(snap, to, props, claim).await)
+    }
+    async fn promote(&self, ds: &DatasetName, claim: Claim<'_>) -> Result<(), ZfsError> {
+        delegate!(self, z => z.promote(ds, claim).await)
+    }
+    async fn create_container(&self, ds: &DatasetName) -> Result<Changed, ZfsError> {
+        delegate!(self, z => z.create_container(ds).await)
     }
 }

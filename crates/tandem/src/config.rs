@@ -9,9 +9,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use std::sync::Arc;
-use tandem_repl::exec::{Endpoint, JobSpec};
+use tandem_repl::job::{Endpoint, Job, JobHooks};
 use tandem_repl::naming::JobName;
-use tandem_repl::state::{Direction, JobState};
 
 use tandem_fence::config::LevelConfig;
 use tandem_fence::quorum::QuorumConfig;
@@ -202,78 +201,6 @@ pub struct Node {
 /// Default port of `tandem serve --listen`.
 pub const DEFAULT_TLS_PORT: u16 = 7456;
 
-/// Compression setting of a job's stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compress {
-    /// Never.
-    None,
-    /// zstd at this level.
-    Zstd(i32),
-    /// When the link is the bottleneck.
-    Auto,
-}
-
-/// A job as configured (direction not yet applied).
-#[derive(Debug, Clone)]
-pub struct Job {
-    /// Name.
-    pub name: JobName,
-    /// Configured source.
-    pub source: Endpoint,
-    /// Configured target.
-    pub target: Endpoint,
-    /// Schedule.
-    pub interval: Duration,
-    /// Snapshots kept per side.
-    pub keep: usize,
-    /// Stream compression (applied by the framed peer transport).
-    pub compress: Compress,
-    /// Bytes per second, 0 = none.
-    pub rate_limit: u64,
-    /// Scheduled by the daemon?
-    pub enabled: bool,
-    /// `zfs send` flags.
-    pub flags: SendFlags,
-    /// `reverse --switchover`: shell command that quiesces the workload on
-    /// the current primary (e.g. stops the VM); `TANDEM_JOB`, `TANDEM_FROM`,
-    /// `TANDEM_TO` are set.
-    pub switchover_stop: Option<String>,
-    /// `reverse --switchover`: shell command that starts the workload on
-    /// the new primary.
-    pub switchover_start: Option<String>,
-}
-
-impl Job {
-    /// The job with its recorded direction applied.
-    pub fn spec(&self, st: &JobState) -> JobSpec {
-        let (source, target) = match st.direction {
-            Direction::Forward => (self.source.clone(), self.target.clone()),
-            Direction::Reverse => (self.target.clone(), self.source.clone()),
-        };
-        let wire = match self.compress {
-            Compress::None => WireCompress::None,
-            Compress::Zstd(l) => WireCompress::Zstd(l),
-            Compress::Auto => WireCompress::Auto(1),
-        };
-        let target_name = target.to_string();
-        JobSpec {
-            name: self.name.clone(),
-            source,
-            target,
-            keep: self.keep,
-            flags: self.flags,
-            rate_limit: self.rate_limit,
-            wire,
-            rebuilt_target: st
-                .rebuilt
-                .as_ref()
-                .filter(|r| r.target == target_name)
-                .map(|r| (r.base, r.written)),
-        }
-    }
-}
-
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -337,11 +264,11 @@ pub fn parse_rate(v: &toml::Value) -> Result<u64> {
     }
 }
 
-fn parse_compress(s: &str) -> Result<Compress> {
+fn parse_compress(s: &str) -> Result<WireCompress> {
     match s {
-        "none" => Ok(Compress::None),
-        "auto" => Ok(Compress::Auto),
-        "zstd" => Ok(Compress::Zstd(3)),
+        "none" => Ok(WireCompress::None),
+        "auto" => Ok(WireCompress::Auto(1)),
+        "zstd" => Ok(WireCompress::Zstd(3)),
         _ => {
             let level = s
                 .strip_prefix("zstd:")
@@ -350,7 +277,7 @@ fn parse_compress(s: &str) -> Result<Compress> {
             if !(1..=19).contains(&level) {
                 bail!("zstd level {level} is outside 1..=19");
             }
-            Ok(Compress::Zstd(level))
+            Ok(WireCompress::Zstd(level))
         }
     }
 }
@@ -408,9 +335,14 @@ impl Config {
         let local_node = raw.local_node.clone().unwrap_or_else(hostname);
         for (name, n) in &raw.nodes {
             let key = format!("nodes.{name}");
-            if name.is_empty() || name.contains(':') || name.contains('/') {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
                 errors.push(format!(
-                    "[{key}]: node names must not be empty or contain ':' or '/'"
+                    "[{key}]: node names are letters, digits, '-', '_' and '.' (as corosync's \
+                     node names; they appear in generation marks)"
                 ));
                 continue;
             }
@@ -557,7 +489,7 @@ impl Config {
             let rate = parse_rate(&j.rate_limit)
                 .map_err(|e| errors.push(format!("[{key}] rate_limit: {e}")))
                 .ok();
-            let (Some(source), Some(target), Some(interval), Some(compress), Some(rate_limit)) =
+            let (Some(source), Some(target), Some(interval), Some(wire), Some(rate_limit)) =
                 (source, target, interval, compress, rate)
             else {
                 continue;
@@ -589,13 +521,15 @@ impl Config {
                     source,
                     target,
                     interval,
-                    keep: j.keep as usize,
-                    compress,
+                    keep: usize::try_from(j.keep).unwrap_or(1),
+                    wire,
                     rate_limit,
                     enabled: j.enabled,
                     flags,
-                    switchover_stop: j.switchover_stop.clone(),
-                    switchover_start: j.switchover_start.clone(),
+                    hooks: JobHooks {
+                        switchover_stop: j.switchover_stop.clone(),
+                        switchover_start: j.switchover_start.clone(),
+                    },
                 },
             );
         }
@@ -684,6 +618,30 @@ impl Config {
             .is_some_and(|n| matches!(n.transport, Transport::Local))
     }
 
+    /// The nodes that are this machine (`local_node`, and every node with
+    /// `address = "local"`).
+    pub fn local_nodes(&self) -> std::collections::BTreeSet<String> {
+        let mut s: std::collections::BTreeSet<String> = self
+            .nodes
+            .keys()
+            .filter(|n| self.is_local(n))
+            .cloned()
+            .collect();
+        s.insert(self.local_node.clone());
+        s
+    }
+
+    /// The node named `node`, or an error naming the known ones.
+    pub fn node(&self, node: &str) -> Result<&Node> {
+        self.nodes.get(node).with_context(|| {
+            format!(
+                "{}: no node named {node:?} in [nodes] (known: {})",
+                self.path.display(),
+                self.nodes.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+
     /// The named jobs, or all enabled jobs if `names` is empty.
     pub fn select(&self, names: &[String]) -> Result<Vec<&Job>> {
         if names.is_empty() {
@@ -749,7 +707,7 @@ rate_limit = "50M"
         let c = Config::parse(GOOD, Path::new("t.toml")).expect("valid");
         let j = c.jobs.values().next().expect("job");
         assert_eq!(j.rate_limit, 50 << 20);
-        assert_eq!(j.compress, Compress::Zstd(5));
+        assert_eq!(j.wire, WireCompress::Zstd(5));
         assert_eq!(j.interval, Duration::from_secs(60));
         assert!(c.is_local("trinity"));
         assert!(!c.is_local("oracle"));

@@ -1,8 +1,9 @@
 //! # tandem
 //!
 //! The `tandem` command: replication cycles (`run`), the scheduler
-//! (`daemon`), `status`, `plan`, and a self-contained `demo`. The engine
-//! lives in the library crates (`tandem-zfs`, `tandem-repl`); this crate
+//! (`daemon`), `status`, `plan`, fencing, `failover`, `reverse`, and a
+//! self-contained `demo`. The engine lives in the library crates
+//! (`tandem-zfs`, `tandem-repl`, `tandem-fence`, `tandem-ha`); this crate
 //! turns the config file into backends and jobs, and results into text,
 //! JSON and exit codes.
 
@@ -11,10 +12,8 @@
 mod backend;
 mod cmd;
 mod config;
-mod heartbeat;
-mod keeper;
+mod ha;
 mod output;
-mod quorum;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -298,7 +298,7 @@ fn network_cut_no_fence_possible_refuses_to_promote() {
             "FAILED",
             "level 2",
             "FAILED",
-            "REFUSING to promote",
+            "REFUSING to fail over",
             "--confirmed-off",
         ],
     );
@@ -354,7 +354,7 @@ fn failover_twice_is_idempotent() {
     s.bmc.set_machine_power(true); // even if it came back, a second run changes nothing
     let o = s.as_dst(&["failover", "src"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    expect_log(&o, &["j: already promoted", "generation 1"]);
+    expect_log(&o, &["j: already primary", "generation 1"]);
     assert_eq!(s.bmc.sets(), vec!["set power 0"], "fenced once");
     assert_eq!(s.generation(&s.dst), "j 1 dst");
 }

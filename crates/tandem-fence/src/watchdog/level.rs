@@ -1,35 +1,52 @@
 //! The `kind = "watchdog"` fence level: the dead node's own watchdog is
 //! the fence device. Nothing is sent; the level reports the node
-//! [`Off`](PowerState::Off) once the node's watchdog timeout plus a margin
-//! has surely passed since it was last heard from.
+//! [`Off`](PowerState::Off) once it has been *absent from this node's
+//! quorate corosync membership* for longer than its watchdog timeout plus
+//! a margin, continuously, as watched by this level.
 //!
 //! ```toml
 //! [[nodes.oracle.fence]]
 //! kind = "watchdog"
 //! timeout = "60s"   # the node's watchdog timeout (watchdog-mux: 60s)
-//! margin = "30s"    # >= its keeper's wedge_after (+ 11s with watchdog-mux)
+//! margin = "30s"    # >= its keeper's wedge_after and quorum refresh (+ 11s with watchdog-mux)
 //! ```
+//!
+//! Why that is evidence: at most one partition of a corosync cluster is
+//! quorate. A node absent from ours is in none; its daemon's keeper stops
+//! petting its watchdog once its own quorum gate closes (the gate's
+//! `refresh` plus the tool's `timeout` after corosync noticed), and the
+//! watchdog resets it `timeout` after the last pet. Replication having
+//! stopped is *not* evidence (a replica node never hears from a healthy
+//! primary that pushes), nor is anything this node did not watch itself:
+//! the count restarts whenever the node is seen again, this node loses
+//! quorum, or the membership cannot be read. Without corosync's membership
+//! (no cluster, `[quorum] mode = "off"`) the level refuses, and says why;
+//! so does it when the node's name is not in corosync's nodelist, since
+//! then its absence would prove nothing.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::Heartbeat;
 use crate::agent::{BoxFuture, Check, FenceAgent, PowerAction, PowerState};
 use crate::config::HumanDuration;
 use crate::error::FenceError;
+use crate::quorum::{Quorum, QuorumSource};
 
 /// The default watchdog timeout of the dead node (`watchdog-mux`'s client
 /// timeout, and the keeper's default).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The default margin on top of the timeout. It covers the dead node's
-/// keeper `wedge_after` (default 10 s), `watchdog-mux`'s own hardware
-/// timeout (10 s) and loop, and heartbeat transit.
+/// keeper `wedge_after` (default 10 s), its quorum gate's refresh and tool
+/// timeout (2 s + 5 s), `watchdog-mux`'s own hardware timeout (10 s) and
+/// loop.
 pub const DEFAULT_MARGIN: Duration = Duration::from_secs(30);
 /// Added to `timeout + margin` for the level's power timeout, so polling
 /// sees the node become off before the level gives up.
 pub const POWER_TIMEOUT_SLACK: Duration = Duration::from_secs(5);
+/// How often the level asks for the membership while it waits.
+pub const POLL: Duration = Duration::from_secs(1);
 
 /// A `kind = "watchdog"` fence level.
 #[derive(Debug, Clone, Deserialize)]
@@ -40,8 +57,8 @@ pub struct WatchdogLevelConfig {
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
     /// Extra time before the node counts as off. Must cover the node's
-    /// keeper `wedge_after` (it may pet that long after its last
-    /// heartbeat), plus 11 s with `watchdog-mux`. Default 30 s.
+    /// keeper `wedge_after` and its quorum gate's delay, plus 11 s with
+    /// `watchdog-mux`. Default 30 s.
     #[serde(default = "default_margin")]
     pub margin: HumanDuration,
 }
@@ -69,76 +86,152 @@ impl WatchdogLevelConfig {
         self.timeout.0 + self.margin.0 + POWER_TIMEOUT_SLACK
     }
 
-    /// Builds the agent. `what` names the level, e.g. "node oracle, fence
-    /// level 2"; `heartbeat` says when that node was last heard from.
-    pub fn agent(&self, what: &str, hb: Arc<dyn Heartbeat>) -> Result<WatchdogLevel, FenceError> {
+    /// Builds the agent for `node`; `quorum` is where this node reads the
+    /// membership (`None`: nowhere, and the level refuses).
+    pub fn agent(
+        &self,
+        node: &str,
+        quorum: Option<Arc<dyn QuorumSource>>,
+    ) -> Result<WatchdogLevel, FenceError> {
         if self.timeout.0.is_zero() {
             return Err(FenceError::Config(format!(
-                "{what}: watchdog timeout must be more than 0"
+                "node {node}: watchdog timeout must be more than 0"
             )));
         }
-        Ok(WatchdogLevel::new(what, self.timeout.0, self.margin.0, hb))
+        Ok(WatchdogLevel::new(
+            node,
+            self.timeout.0,
+            self.margin.0,
+            quorum,
+        ))
     }
 }
 
-/// The watchdog level's agent.
+/// The watchdog level's agent. It remembers since when it has watched the
+/// node absent, so one agent should serve one fencing attempt (the
+/// polling of [`crate::level::power_off_confirmed`]) or a daemon's
+/// continuous watch.
 #[derive(Debug)]
 pub struct WatchdogLevel {
-    what: String,
+    node: String,
     timeout: Duration,
     margin: Duration,
-    heartbeat: Arc<dyn Heartbeat>,
+    quorum: Option<Arc<dyn QuorumSource>>,
+    absent_since: Mutex<Option<tokio::time::Instant>>,
 }
 
-/// How long the node has been silent.
-enum Silence {
-    /// Never heard from.
-    Never,
-    /// Last seen this far in the future (clock skew).
-    Future(Duration),
-    /// Silent for this long.
-    For(Duration),
+/// What one look at the membership said about the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    /// In this node's quorate partition: alive.
+    Present,
+    /// Absent from this node's quorate partition for this long (as
+    /// watched continuously by this level).
+    AbsentFor(Duration),
+    /// This node is not quorate: it may be the one cut off, and sees
+    /// nothing of the others.
+    NotQuorate(String),
 }
 
 impl WatchdogLevel {
-    /// The level for the node named by `what`, whose watchdog resets it
-    /// `timeout` after its last keep-alive.
+    /// The level for `node`, whose watchdog resets it `timeout` after its
+    /// last keep-alive.
     pub fn new(
-        what: impl Into<String>,
+        node: impl Into<String>,
         timeout: Duration,
         margin: Duration,
-        heartbeat: Arc<dyn Heartbeat>,
+        quorum: Option<Arc<dyn QuorumSource>>,
     ) -> Self {
         WatchdogLevel {
-            what: what.into(),
+            node: node.into(),
             timeout,
             margin,
-            heartbeat,
+            quorum,
+            absent_since: Mutex::new(None),
         }
     }
 
-    /// How long the node must be silent to count as off.
+    /// How long the node must be absent to count as off.
     pub fn off_after(&self) -> Duration {
         self.timeout + self.margin
     }
 
-    fn silence(&self, now: SystemTime) -> Silence {
-        match self.heartbeat.last_seen() {
-            None => Silence::Never,
-            Some(seen) => match now.duration_since(seen) {
-                Ok(d) => Silence::For(d),
-                Err(e) => Silence::Future(e.duration()),
-            },
+    fn no_evidence(&self, why: String) -> FenceError {
+        FenceError::NoEvidence {
+            device: self.device(),
+            why,
         }
     }
 
-    /// The node's state as of `now`: [`Off`](PowerState::Off) only when it
-    /// was last seen at least `timeout + margin` before `now`; otherwise
-    /// [`Unknown`](PowerState::Unknown) (never heard from, last seen in the
-    /// future, or not silent long enough: it may be alive).
-    pub fn state_at(&self, now: SystemTime) -> PowerState {
-        match self.silence(now) {
-            Silence::For(d) if d >= self.off_after() => PowerState::Off,
+    fn set_absent_since(&self, v: Option<tokio::time::Instant>) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let mut g = match self.absent_since.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        match v {
+            None => {
+                *g = None;
+                now
+            }
+            Some(t) => *g.get_or_insert(t),
+        }
+    }
+
+    /// Looks at the membership once and updates the watch.
+    pub async fn look(&self) -> Result<Seen, FenceError> {
+        let Some(q) = &self.quorum else {
+            return Err(self.no_evidence(
+                "no corosync membership to watch ([quorum] mode = \"off\"): this level cannot tell \
+                 whether the node reset itself, and refuses; configure corosync or another level"
+                    .into(),
+            ));
+        };
+        let answer = q.probe().await;
+        let votes = match answer {
+            Ok(Quorum::Quorate(v)) => v,
+            Ok(Quorum::NotQuorate(v)) => {
+                self.set_absent_since(None);
+                return Ok(Seen::NotQuorate(v.to_string()));
+            }
+            Ok(Quorum::NoCluster { reason }) => {
+                self.set_absent_since(None);
+                return Err(self.no_evidence(format!(
+                    "this node is in no corosync cluster ({reason}): without its membership this \
+                     level cannot tell whether the node reset itself, and refuses"
+                )));
+            }
+            Err(e) => {
+                self.set_absent_since(None);
+                return Err(self.no_evidence(format!(
+                    "cannot read corosync's membership ({e}); the absence count starts again"
+                )));
+            }
+        };
+        if let Some(names) = q.nodelist() {
+            if !names.contains(&self.node) {
+                self.set_absent_since(None);
+                return Err(self.no_evidence(format!(
+                    "node {} is not in corosync's nodelist ({}): tandem's node names must be \
+                     corosync's, or its absence proves nothing",
+                    self.node,
+                    names.join(", ")
+                )));
+            }
+        }
+        if votes.members.contains(&self.node) {
+            self.set_absent_since(None);
+            return Ok(Seen::Present);
+        }
+        let now = tokio::time::Instant::now();
+        let since = self.set_absent_since(Some(now));
+        Ok(Seen::AbsentFor(now.duration_since(since)))
+    }
+
+    fn state_of(&self, seen: &Seen) -> PowerState {
+        match seen {
+            Seen::Present => PowerState::On,
+            Seen::AbsentFor(d) if *d >= self.off_after() => PowerState::Off,
             _ => PowerState::Unknown,
         }
     }
@@ -162,8 +255,8 @@ impl FenceAgent for WatchdogLevel {
 
     fn device(&self) -> String {
         format!(
-            "watchdog of {} (timeout {} + margin {})",
-            self.what,
+            "watchdog of {} (absent from the quorate membership for timeout {} + margin {})",
+            self.node,
             fmt_d(self.timeout),
             fmt_d(self.margin)
         )
@@ -171,12 +264,17 @@ impl FenceAgent for WatchdogLevel {
 
     fn status(&self) -> BoxFuture<'_, Result<PowerState, FenceError>> {
         Box::pin(async move {
-            let now = SystemTime::now();
-            if let Silence::Future(d) = self.silence(now) {
-                tracing::warn!(device = %self.device(), ahead = %fmt_d(d),
-                    "node last seen in the future (clock skew?): not counting it as off");
+            let seen = self.look().await?;
+            match &seen {
+                Seen::AbsentFor(d) if *d < self.off_after() => {
+                    tracing::info!(node = %self.node, absent = %fmt_d(*d), off_after = %fmt_d(self.off_after()),
+                        "watchdog level: node absent from the quorate membership; waiting out its watchdog")
+                }
+                Seen::NotQuorate(v) => tracing::warn!(node = %self.node, quorum = %v,
+                    "watchdog level: this node is not quorate; it cannot see whether the node reset"),
+                _ => {}
             }
-            Ok(self.state_at(now))
+            Ok(self.state_of(&seen))
         })
     }
 
@@ -186,7 +284,7 @@ impl FenceAgent for WatchdogLevel {
                 PowerAction::Off => {
                     tracing::info!(device = %self.device(),
                         "watchdog level: nothing to send, the node's own watchdog resets it; \
-                         waiting out timeout + margin since it was last seen");
+                         waiting for timeout + margin of absence from the quorate membership");
                     Ok(())
                 }
                 PowerAction::On => Err(FenceError::Unsupported {
@@ -201,38 +299,39 @@ impl FenceAgent for WatchdogLevel {
     fn check(&self) -> BoxFuture<'_, Vec<Check>> {
         Box::pin(async move {
             let t = Instant::now();
-            let now = SystemTime::now();
-            let name = "last heard from";
-            let off_after = self.off_after();
-            match self.silence(now) {
-                Silence::Never => vec![Check::fail(
+            let name = "corosync membership";
+            match self.look().await {
+                Err(e) => vec![Check::fail(name, e.to_string(), t.elapsed())],
+                Ok(Seen::NotQuorate(v)) => vec![Check::fail(
                     name,
-                    "never heard from: this level cannot confirm the node off",
+                    format!("this node is not quorate ({v}): it cannot watch the node"),
                     t.elapsed(),
                 )],
-                Silence::Future(d) => vec![Check::fail(
-                    name,
-                    format!(
-                        "last seen {} in the future (clock skew?): not counted as off",
-                        fmt_d(d)
-                    ),
-                    t.elapsed(),
-                )],
-                Silence::For(d) => {
-                    let when = if d >= off_after {
-                        format!("counts as off now ({} >= {})", fmt_d(d), fmt_d(off_after))
-                    } else {
+                Ok(Seen::Present) => vec![
+                    Check::pass(name, "readable; this node is quorate", t.elapsed()),
+                    Check::pass(
+                        "node present",
                         format!(
-                            "would count as off in {} (after {} of silence)",
-                            fmt_d(off_after - d),
-                            fmt_d(off_after)
-                        )
-                    };
-                    vec![
-                        Check::pass(name, format!("last seen {} ago", fmt_d(d)), t.elapsed()),
-                        Check::pass("watchdog deadline", when, t.elapsed()),
-                    ]
-                }
+                            "{} is in the quorate membership; it would count as off after {} of absence",
+                            self.node,
+                            fmt_d(self.off_after())
+                        ),
+                        t.elapsed(),
+                    ),
+                ],
+                Ok(Seen::AbsentFor(_)) => vec![
+                    Check::pass(name, "readable; this node is quorate", t.elapsed()),
+                    Check::pass(
+                        "node absent",
+                        format!(
+                            "{} is NOT in the quorate membership now; it counts as off after {} of \
+                             continuous absence",
+                            self.node,
+                            fmt_d(self.off_after())
+                        ),
+                        t.elapsed(),
+                    ),
+                ],
             }
         })
     }

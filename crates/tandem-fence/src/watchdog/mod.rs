@@ -9,39 +9,32 @@
 //!   ([`mux`]); elsewhere it opens `/dev/watchdog` itself ([`ioctl`]).
 //! - [`WatchdogLevel`] (in [`level`]) is the `kind = "watchdog"` fence
 //!   level: it reports the dead node [`Off`](crate::PowerState::Off) once
-//!   its watchdog timeout plus a margin has surely passed since it was last
-//!   heard from.
+//!   it has been absent from this node's quorate corosync membership for
+//!   its watchdog timeout plus a margin.
+//! - [`daemon`]: the keeper as the daemon runs it: gated by a
+//!   [`QuorumWatch`](daemon::QuorumWatch), and armed only once the node is
+//!   quorate.
 //!
 //! ## Choosing the level's `margin`
 //!
-//! A node whose daemon wedges at time `T` (its last heartbeat) pets its
-//! watchdog for the last time at most `wedge_after` later, and is reset
-//! at most `timeout` after that; with `watchdog-mux` add the mux's own
-//! 10 s hardware timeout and its 1 s loop. So the level's `margin` must be
-//! at least the dead node's keeper `wedge_after` (+ 11 s with
-//! `watchdog-mux`) plus the transit time of the heartbeat. The defaults
-//! (`wedge_after` 10 s, margin 30 s) satisfy this.
-//!
-//! A node that is healthy but cut off from its peers stops petting once
-//! corosync says it lost quorum (the daemon's gate, see [`crate::quorum`]),
-//! so the level is safe for a partition too where corosync runs; add the
-//! time corosync takes to notice (token + consensus, a few seconds) and
-//! the gate's `refresh` to the margin. Without corosync (no gate) it is
-//! only safe for nodes that are really dead or wedged.
+//! The level counts from the moment this node *sees* the node leave its
+//! quorate membership. The node itself learns that it lost quorum at about
+//! the same moment (both sides see the same membership change), and its
+//! keeper stops petting once its quorum gate closes: at most the gate's
+//! `refresh` plus the tool's `timeout` plus 1 s later (2 + 5 + 1 s by
+//! default). A node whose daemon wedged instead pets for at most
+//! `wedge_after` (10 s). Its watchdog resets it `timeout` after the last
+//! pet; with `watchdog-mux` add the mux's own 10 s hardware timeout and
+//! its 1 s loop. So `margin` must cover the larger of the gate delay and
+//! `wedge_after` (+ 11 s with `watchdog-mux`); the defaults (margin 30 s)
+//! do. Without corosync there is no membership and the level refuses.
 
+pub mod daemon;
 pub mod ioctl;
 pub mod keeper;
 pub mod level;
 pub mod mux;
 
-use std::time::SystemTime;
-
 pub use ioctl::{DevWatchdog, WatchdogDevice, WatchdogInfo};
 pub use keeper::{Keeper, KeeperConfig, KeeperError, KeeperHandle, KeeperStatus, Liveness};
 pub use level::{WatchdogLevel, WatchdogLevelConfig};
-
-/// Where a watchdog level learns when the node was last heard from.
-pub trait Heartbeat: Send + Sync + std::fmt::Debug {
-    /// The last time the node was seen alive, if ever.
-    fn last_seen(&self) -> Option<SystemTime>;
-}

@@ -6,9 +6,6 @@ use tandem_zfs::{DatasetKind, Guid};
 fn ds(name: &str, snaps: &[(&str, u64, u64)], written: Option<u64>) -> Dataset {
     let n = DatasetName::parse(name).expect("name");
     Dataset {
-        name: n.clone(),
-        kind: DatasetKind::Filesystem,
-        guid: Guid(1),
         snapshots: snaps
             .iter()
             .map(|(s, g, txg)| Snapshot {
@@ -19,11 +16,8 @@ fn ds(name: &str, snaps: &[(&str, u64, u64)], written: Option<u64>) -> Dataset {
                 userrefs: 0,
             })
             .collect(),
-        bookmarks: Vec::new(),
-        resume_token: None,
-        generation: None,
         written,
-        referenced: None,
+        ..Dataset::new(n, DatasetKind::Filesystem, Guid(1))
     }
 }
 

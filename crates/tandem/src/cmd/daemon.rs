@@ -1,11 +1,15 @@
-//! `tandem daemon`: runs each job whose source is this node every
-//! `interval`. SIGTERM/SIGINT stop it cleanly (no new cycles; running ones
-//! get a grace period, then their `zfs` processes are killed, leaving a
-//! resumable receive where ZFS supports it). SIGHUP reloads the config; an
-//! invalid new config is logged and the old one kept.
+//! `tandem daemon`: every `interval`, runs each enabled job with an end on
+//! this machine whose primary is here. Which end is the primary is read
+//! from the generation marks on the datasets at every run
+//! ([`tandem_repl::cycle::primary_here`]), so a failover or switchover
+//! made elsewhere is picked up without a restart. SIGTERM/SIGINT stop it
+//! cleanly (no new cycles; running ones get a grace period, then their
+//! `zfs` processes are killed, leaving a resumable receive where ZFS
+//! supports it). SIGHUP reloads the config; an invalid new config is
+//! logged and the old one kept.
 //!
 //! With an enabled `[watchdog]` table the daemon also holds this node's
-//! watchdog (see [`crate::keeper`]): the keeper starts after the config is
+//! watchdog ([`DaemonKeeper`]): the keeper starts after the config is
 //! loaded and the signal handlers are in place (a keeper that cannot start
 //! is fatal), every turn of the main loop is its heartbeat, and a clean
 //! stop disarms it last. A changed `[watchdog]` applies at the next start.
@@ -17,11 +21,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use tandem_repl::cycle::{run_cycle, CycleOptions, Live};
-use tandem_repl::exec::JobSpec;
+use tandem_fence::watchdog::daemon::DaemonKeeper;
+use tandem_repl::clock::SystemClock;
+use tandem_repl::cycle::{primary_here, run_cycle, CycleEnv, CycleOptions, Live};
+use tandem_repl::job::Job;
 use tandem_repl::naming::JobName;
 use tandem_repl::sched::Timetable;
-use tandem_repl::state::StateStore;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -29,7 +34,6 @@ use tokio::time::Instant;
 
 use super::{load, me};
 use crate::config::Config;
-use crate::keeper::DaemonKeeper;
 
 /// How often running transfers are logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(30);
@@ -42,16 +46,13 @@ struct Loaded {
     nodes: Arc<BTreeMap<String, crate::backend::NodeZfs>>,
 }
 
-fn schedule(cfg: &Config, store: &StateStore) -> Vec<(JobName, Duration)> {
+/// Every enabled job with an end on this machine; whether this end is the
+/// primary is decided at each run.
+fn schedule(cfg: &Config) -> Vec<(JobName, Duration)> {
     cfg.jobs
         .values()
         .filter(|j| j.enabled)
-        .filter(|j| {
-            store
-                .load(&j.name)
-                .map(|st| cfg.is_local(&j.spec(&st).source.node))
-                .unwrap_or(false)
-        })
+        .filter(|j| cfg.is_local(&j.source.node) || cfg.is_local(&j.target.node))
         .map(|j| (j.name.clone(), j.interval))
         .collect()
 }
@@ -90,7 +91,15 @@ pub async fn daemon(path: &Path) -> Result<ExitCode> {
     // After the signal handlers: a SIGTERM from here on is a clean stop,
     // never a death that leaves the watchdog armed. Nothing after this may
     // return early without stopping the keeper.
-    let mut keeper = DaemonKeeper::start(&cur.cfg).await?;
+    let mut keeper = match cur.cfg.watchdog.clone() {
+        Some(kc) => {
+            Some(DaemonKeeper::start(kc, &cur.cfg.quorum, &cur.cfg.state_dir, &cur.cfg.path).await?)
+        }
+        None => {
+            tracing::info!("no [watchdog] (or enabled = false): this node does not self-fence");
+            None
+        }
+    };
     let running_watchdog = cur.cfg.watchdog.clone();
     // The loop turns at least this often: every turn is the keeper's
     // heartbeat.
@@ -100,11 +109,11 @@ pub async fn daemon(path: &Path) -> Result<ExitCode> {
         .unwrap_or(Duration::from_secs(3600));
 
     let mut tt = Timetable::default();
-    let jobs = schedule(&cur.cfg, &store);
+    let jobs = schedule(&cur.cfg);
     tracing::info!(config = %path.display(), jobs = jobs.len(), node = %cur.cfg.local_node, "tandem daemon started");
     if jobs.is_empty() {
         tracing::warn!(
-            "no enabled job has this node ({}) as its source; nothing to do until a reload",
+            "no enabled job has an end on this node ({}); nothing to do until a reload",
             cur.cfg.local_node
         );
     }
@@ -129,32 +138,40 @@ pub async fn daemon(path: &Path) -> Result<ExitCode> {
         }
         let due = tt.take_due(Instant::now());
         if !due.is_empty() {
-            let specs: Vec<JobSpec> = due
+            let jobs: Vec<Job> = due
                 .iter()
                 .filter_map(|n| cur.cfg.jobs.get(n))
-                .filter_map(|j| store.load(&j.name).ok().map(|st| j.spec(&st)))
+                .cloned()
                 .collect();
             let nodes = cur.nodes.clone();
             let store = store.clone();
             let tx = done_tx.clone();
+            let local = cur.cfg.local_nodes();
             let opts = CycleOptions {
                 lock_wait: Duration::ZERO,
                 me: me("daemon"),
                 parallel: cur.cfg.parallel,
                 live: Some(live.clone()),
+                only_primary: Some(local.clone()),
             };
             let due_names = due.clone();
-            let state_dir = cur.cfg.state_dir.clone();
             tasks.spawn(async move {
-                let reports = run_cycle(&*nodes, &specs, &store, &opts).await;
-                crate::heartbeat::record(&state_dir, &specs, &reports);
+                // The followers' jobs are their primaries' daemons' work.
+                let mine = primary_here(&*nodes, &jobs, &local).await;
+                let env = CycleEnv {
+                    nodes: &*nodes,
+                    store: &store,
+                    clock: &SystemClock,
+                };
+                let reports = run_cycle(&env, &mine, &opts).await;
                 for name in due_names {
                     let r = reports.iter().find(|r| r.job == name);
-                    let ok = r.is_some_and(|r| r.result.is_ok());
+                    let ok = r.is_none_or(|r| r.result.is_ok());
                     match r.map(|r| &r.result) {
+                        Some(Ok(o)) if o.skipped.is_some() => tracing::debug!(job = %name, "not the primary here: {}", o.skipped.as_deref().unwrap_or_default()),
                         Some(Ok(o)) => tracing::info!(job = %name, plans = ?o.plans, bytes = o.bytes, pruned = o.pruned.len(), "cycle ok"),
                         Some(Err(e)) => tracing::error!(job = %name, "cycle failed: {e}"),
-                        None => tracing::error!(job = %name, "job vanished from the config"),
+                        None => tracing::debug!(job = %name, "this node follows; the primary's daemon runs it"),
                     }
                     let _ = tx.send((name, ok));
                 }
@@ -169,7 +186,7 @@ pub async fn daemon(path: &Path) -> Result<ExitCode> {
             _ = hup.recv() => {
                 match Config::load(path).and_then(|cfg| Ok((cfg.backends()?, cfg))) {
                     Ok((nodes, cfg)) => {
-                        let jobs = schedule(&cfg, &store);
+                        let jobs = schedule(&cfg);
                         tracing::info!(jobs = jobs.len(), "configuration reloaded");
                         if cfg.watchdog != running_watchdog {
                             tracing::warn!(config = %path.display(),
@@ -212,7 +229,7 @@ pub async fn daemon(path: &Path) -> Result<ExitCode> {
         }
     }
     if let Some(e) = fatal {
-        return Err(e);
+        return Err(e.into());
     }
     tracing::info!("tandem daemon stopped");
     Ok(ExitCode::SUCCESS)

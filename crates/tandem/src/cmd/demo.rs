@@ -12,7 +12,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use tandem_repl::cycle::{run_cycle, CycleOptions};
+use tandem_repl::clock::SystemClock;
+use tandem_repl::cycle::{run_cycle, CycleEnv, CycleOptions};
 use tandem_repl::state::StateStore;
 use tandem_zfs::{DatasetName, Zfs};
 use tokio::process::Command;
@@ -223,7 +224,11 @@ async fn run_demo(
         .values()
         .next()
         .context("the demo config has a job")?;
-    let spec = job.spec(&store.load(&job.name)?);
+    // Before any failover the configured direction holds.
+    let spec = job.spec(
+        &tandem_repl::roles::resolve(job, None, None)?,
+        &store.load(&job.name)?,
+    );
     let src_ds = spec.source.dataset.to_string();
     let src_dir = mountpoint(&src_ds).await?;
     let opts = CycleOptions {
@@ -231,14 +236,20 @@ async fn run_demo(
         me: me("demo"),
         parallel: 1,
         live: None,
+        only_primary: None,
+    };
+    let env = CycleEnv {
+        nodes: &nodes,
+        store: &store,
+        clock: &SystemClock,
     };
 
     for cycle in 1..=cycles.max(1) {
         let what = write_data(&src_dir, cycle)?;
         crate::outln!("\n-- cycle {cycle}: on {}: {what}", spec.source);
-        let reports = run_cycle(&nodes, std::slice::from_ref(&spec), &store, &opts).await;
+        let reports = run_cycle(&env, std::slice::from_ref(job), &opts).await;
         for r in &reports {
-            crate::outln!("{}", report_line(r, Some(&spec)));
+            crate::outln!("{}", report_line(r));
             if let Err(e) = &r.result {
                 bail!("the demo cycle failed: {e}");
             }

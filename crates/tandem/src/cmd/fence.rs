@@ -7,19 +7,17 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::Serialize;
-use tandem_fence::config::BuildContext;
 use tandem_fence::level::{
     fence_node, power_off_confirmed, power_on_confirmed, reboot_confirmed, Level,
 };
 use tandem_fence::{Check, FenceError, PowerState};
 
 use crate::config::Config;
-use crate::heartbeat::FileHeartbeat;
+use crate::ha::levels;
 use crate::outln;
 
 /// What `tandem fence` was asked to do.
@@ -38,38 +36,6 @@ pub enum Action {
         /// Also run the real drill: off, verify, on, verify.
         power_cycle: bool,
     },
-}
-
-/// Builds a node's levels from the config (loads credentials).
-pub fn levels(cfg: &Config, node: &str) -> Result<Vec<Level>> {
-    let n = cfg.nodes.get(node).with_context(|| {
-        format!(
-            "{}: no node named {node:?} in [nodes] (known: {})",
-            cfg.path.display(),
-            cfg.nodes.keys().cloned().collect::<Vec<_>>().join(", ")
-        )
-    })?;
-    if n.fence.is_empty() {
-        bail!(
-            "{}: node {node:?} has no fence levels; add [[nodes.{node}.fence]] tables",
-            cfg.path.display()
-        );
-    }
-    let ctx = BuildContext {
-        node: node.to_string(),
-        heartbeat: Arc::new(FileHeartbeat::new(&cfg.state_dir, node)),
-    };
-    n.fence
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            l.build(
-                &format!("nodes.{node}.fence[{}] ({})", i + 1, l.kind()),
-                &ctx,
-            )
-            .map_err(|e| anyhow::anyhow!("{}: {e}", cfg.path.display()))
-        })
-        .collect()
 }
 
 /// Asks before a destructive action: on a terminal, the operator types

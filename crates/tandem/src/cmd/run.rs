@@ -6,15 +6,17 @@ use std::time::Duration;
 
 use anyhow::Result;
 use chrono::Utc;
-use serde_json::json;
+use serde::Serialize;
 use std::sync::Arc;
 
-use tandem_repl::cycle::{run_cycle, CycleOptions, JobReport, Live};
-use tandem_repl::exec::{Executor, JobSpec};
+use tandem_repl::clock::SystemClock;
+use tandem_repl::cycle::{roles_of, run_cycle, CycleEnv, CycleOptions, JobReport, Live};
+use tandem_repl::executor::{Executor, NotFollowing};
+use tandem_repl::job::Job;
 use tandem_repl::pipe::Meter;
 use tandem_repl::pipe::Progress;
 use tandem_repl::plan::Plan;
-use tandem_zfs::Zfs;
+use tandem_zfs::{WireCompress, Zfs};
 
 use super::{load, me};
 use crate::output::{age, bytes};
@@ -22,28 +24,19 @@ use crate::output::{age, bytes};
 /// How long `run` waits for a job that another process is running.
 const RUN_LOCK_WAIT: Duration = Duration::from_secs(600);
 
-/// One JSON object per job report.
-pub fn report_json(r: &JobReport) -> serde_json::Value {
-    match &r.result {
-        Ok(o) => json!({
-            "job": r.job.as_str(), "ok": true, "plans": o.plans, "sent": o.sent,
-            "bytes": o.bytes, "duration_ms": r.duration.as_millis() as u64,
-            "common": o.common, "pruned": o.pruned, "warnings": o.warnings,
-        }),
-        Err(e) => json!({
-            "job": r.job.as_str(), "ok": false, "duration_ms": r.duration.as_millis() as u64,
-            "error": e.to_string(),
-        }),
-    }
-}
-
 /// One line per job report.
-pub fn report_line(r: &JobReport, spec: Option<&JobSpec>) -> String {
+pub fn report_line(r: &JobReport) -> String {
     let secs = r.duration.as_secs_f64();
     match &r.result {
+        Ok(o) if o.skipped.is_some() => format!(
+            "{:<16} {:<12} {}",
+            r.job.as_str(),
+            "skipped",
+            o.skipped.as_deref().unwrap_or_default()
+        ),
         Ok(o) => {
             let what = o.plans.join("+");
-            let mut s = match (&o.sent, spec) {
+            let mut s = match (&o.sent, &r.spec) {
                 (Some(sent), Some(spec)) => format!(
                     "{:<12} {}:{} -> {}:{}  {} in {secs:.2}s",
                     what,
@@ -83,12 +76,12 @@ pub fn report_line(r: &JobReport, spec: Option<&JobSpec>) -> String {
 /// `tandem run [JOB...]`.
 pub async fn run(path: &Path, names: &[String], no_wait: bool, json: bool) -> Result<ExitCode> {
     let (cfg, store) = load(path)?;
-    let jobs = cfg.select(names)?;
-    let specs: Vec<JobSpec> = jobs
-        .iter()
-        .map(|j| store.load(&j.name).map(|st| j.spec(&st)))
-        .collect::<Result<_, _>>()?;
+    let jobs: Vec<Job> = cfg.select(names)?.into_iter().cloned().collect();
     let nodes = cfg.backends()?;
+    // On a terminal, a progress line per running transfer.
+    use std::io::IsTerminal;
+    let show = !json && std::io::stderr().is_terminal();
+    let live: Live = Arc::default();
     let opts = CycleOptions {
         lock_wait: if no_wait {
             Duration::ZERO
@@ -97,30 +90,27 @@ pub async fn run(path: &Path, names: &[String], no_wait: bool, json: bool) -> Re
         },
         me: me("run"),
         parallel: cfg.parallel,
-        live: None,
-    };
-    // On a terminal, a progress line per running transfer.
-    use std::io::IsTerminal;
-    let show = !json && std::io::stderr().is_terminal();
-    let live: Live = Arc::default();
-    let opts = CycleOptions {
         live: show.then(|| live.clone()),
-        ..opts
+        only_primary: None,
     };
     let bar = show.then(|| tokio::spawn(progress_lines(live.clone())));
-    let reports = run_cycle(&nodes, &specs, &store, &opts).await;
-    crate::heartbeat::record(&cfg.state_dir, &specs, &reports);
+    let env = CycleEnv {
+        nodes: &nodes,
+        store: &store,
+        clock: &SystemClock,
+    };
+    let reports = run_cycle(&env, &jobs, &opts).await;
     if let Some(b) = bar {
         b.abort();
         eprint!("\r\x1b[K");
     }
     let failed = reports.iter().filter(|r| r.result.is_err()).count();
     if json {
-        let v: Vec<_> = reports.iter().map(report_json).collect();
+        let v: Vec<_> = reports.iter().map(JobReport::summary).collect();
         crate::outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         for r in &reports {
-            crate::outln!("{}", report_line(r, specs.iter().find(|s| s.name == r.job)));
+            crate::outln!("{}", report_line(r));
         }
     }
     Ok(if failed == 0 {
@@ -162,69 +152,129 @@ async fn progress_lines(live: Live) {
     }
 }
 
+/// One row of `tandem plan --json`.
+#[derive(Debug, Serialize)]
+struct PlanRow {
+    job: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plan: Option<Plan>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    estimated_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compress: Option<WireCompress>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rate_limit: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    summary: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl PlanRow {
+    fn error(job: &Job, e: impl std::fmt::Display) -> Self {
+        PlanRow {
+            job: job.name.to_string(),
+            source: None,
+            target: None,
+            plan: None,
+            estimated_bytes: None,
+            compress: None,
+            rate_limit: None,
+            summary: None,
+            error: Some(e.to_string()),
+        }
+    }
+}
+
+/// Plans one job from its primary, changing nothing.
+async fn plan_job<Z: Zfs>(
+    nodes: &std::collections::BTreeMap<String, Z>,
+    store: &dyn tandem_repl::state::Store,
+    j: &Job,
+) -> PlanRow {
+    let (Some(za), Some(zb)) = (nodes.get(&j.source.node), nodes.get(&j.target.node)) else {
+        return PlanRow::error(j, format!("job {}: a node is not configured", j.name));
+    };
+    for (z, ep) in [(za, &j.source), (zb, &j.target)] {
+        if let Err(e) = z.sync(std::slice::from_ref(&ep.dataset)).await {
+            tracing::warn!("zpool sync on {}: {e}", ep.node);
+        }
+    }
+    let lists = tokio::join!(
+        za.list(std::slice::from_ref(&j.source.dataset)),
+        zb.list(std::slice::from_ref(&j.target.dataset))
+    );
+    let (la, lb) = match lists {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return PlanRow::error(j, e),
+    };
+    let roles = match roles_of(j, &la, &lb) {
+        Ok(r) => r,
+        Err(e) => return PlanRow::error(j, e),
+    };
+    if !roles.follower_agrees() {
+        return PlanRow::error(j, NotFollowing::of(j, &roles));
+    }
+    let spec = j.spec(&roles, &store.load(&j.name).unwrap_or_default());
+    let (sl, tl) = if roles.forward(j) { (la, lb) } else { (lb, la) };
+    let (src, tgt) = if roles.forward(j) { (za, zb) } else { (zb, za) };
+    let ex = Executor {
+        job: &spec,
+        src,
+        tgt,
+        progress: std::sync::Arc::new(Progress::default()),
+        previous_common: None,
+    };
+    match ex.plan(&sl, &tl, Utc::now()) {
+        Ok(p) => PlanRow {
+            job: j.name.to_string(),
+            source: Some(spec.source.to_string()),
+            target: Some(spec.target.to_string()),
+            estimated_bytes: estimate(&ex, src, &p, &sl).await,
+            compress: Some(j.wire),
+            rate_limit: Some(j.rate_limit),
+            summary: Some(summary(&p)),
+            plan: Some(p),
+            error: None,
+        },
+        Err(e) => PlanRow::error(j, e),
+    }
+}
+
 /// `tandem plan [JOB...]`: plans and size estimates, changing nothing.
 pub async fn plan(path: &Path, names: &[String], json: bool) -> Result<ExitCode> {
     let (cfg, store) = load(path)?;
     let jobs = cfg.select(names)?;
     let nodes = cfg.backends()?;
     let mut rows = Vec::new();
-    let mut bad = 0;
     for j in jobs {
-        let spec = j.spec(&store.load(&j.name)?);
-        let (Some(src), Some(tgt)) = (nodes.get(&spec.source.node), nodes.get(&spec.target.node))
-        else {
-            continue;
-        };
-        let ex = Executor {
-            job: &spec,
-            src,
-            tgt,
-            progress: std::sync::Arc::new(Progress::default()),
-            previous_common: None,
-        };
-        if let Err(e) = src.sync(std::slice::from_ref(&spec.source.dataset)).await {
-            tracing::warn!("zpool sync on {}: {e}", spec.source.node);
-        }
-        let lists = tokio::join!(
-            src.list(std::slice::from_ref(&spec.source.dataset)),
-            tgt.list(std::slice::from_ref(&spec.target.dataset))
-        );
-        let row = match lists {
-            (Ok(sl), Ok(tl)) => match ex.plan(&sl, &tl, Utc::now()) {
-                Ok(p) => {
-                    let estimate = estimate(&ex, src, &p, &sl).await;
-                    if matches!(p, Plan::Conflict(_)) {
-                        bad += 1;
-                    }
-                    json!({"job": j.name.as_str(), "source": spec.source.to_string(), "target": spec.target.to_string(), "plan": p, "estimated_bytes": estimate, "compress": j.compress, "rate_limit": j.rate_limit,
-                           "summary": summary(&p)})
-                }
-                Err(e) => {
-                    bad += 1;
-                    json!({"job": j.name.as_str(), "error": e.to_string()})
-                }
-            },
-            (Err(e), _) | (_, Err(e)) => {
-                bad += 1;
-                json!({"job": j.name.as_str(), "error": e.to_string()})
-            }
-        };
-        rows.push(row);
+        rows.push(plan_job(&nodes, &store, j).await);
     }
+    let bad = rows
+        .iter()
+        .filter(|r| r.error.is_some() || matches!(r.plan, Some(Plan::Conflict(_))))
+        .count();
     if json {
         crate::outln!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         for r in &rows {
-            let job = r["job"].as_str().unwrap_or("?");
-            if let Some(e) = r["error"].as_str() {
-                crate::outln!("{job:<16} ERROR  {e}");
+            if let Some(e) = &r.error {
+                crate::outln!("{:<16} ERROR  {e}", r.job);
                 continue;
             }
-            let est = match r["estimated_bytes"].as_u64() {
+            let est = match r.estimated_bytes {
                 Some(n) => bytes(n),
                 None => "size unknown".into(),
             };
-            crate::outln!("{job:<16} {}  [{est}]", r["summary"].as_str().unwrap_or(""));
+            crate::outln!(
+                "{:<16} {}  [{est}]",
+                r.job,
+                r.summary.as_deref().unwrap_or("")
+            );
         }
     }
     Ok(if bad == 0 {

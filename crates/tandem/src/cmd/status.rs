@@ -1,11 +1,21 @@
-//! `tandem status`.
+//! `tandem status`: per job, what the state directory remembers and what
+//! the local datasets' generation marks say of the direction (the marks
+//! win: a switchover or failover made on another node shows here without
+//! a cycle having run). Only local datasets are listed: `status` never
+//! waits for a remote node.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
+use tandem_fence::watchdog::daemon::StatusFile;
+use tandem_repl::job::{Endpoint, Job};
+use tandem_repl::roles::mark_of;
+use tandem_repl::state::{Direction, JobState};
+use tandem_zfs::{Generation, Listing, Zfs};
 
 use super::load;
 use crate::output::{age, bytes};
@@ -21,7 +31,9 @@ pub struct Row {
     pub target: String,
     /// `forward` or `reverse`.
     pub direction: String,
-    /// `ok`, `failing`, `never-run` or `disabled`.
+    /// This node's part: `primary`, `follower`, or `none` (no end here).
+    pub role: String,
+    /// `ok`, `failing`, `never-run`, `disabled`, or `corrupt-state`.
     pub state: String,
     /// RFC 3339.
     pub last_success: Option<String>,
@@ -51,15 +63,80 @@ pub struct Row {
     pub promoted: Option<tandem_repl::state::Promotion>,
 }
 
+/// The job's primary as this machine can tell: the highest of its local
+/// datasets' marks and the generation its state recorded.
+fn primary_of(j: &Job, st: Option<&JobState>, local: &BTreeMap<String, Listing>) -> Generation {
+    let mut best: Option<Generation> = None;
+    for ep in [&j.source, &j.target] {
+        if let Some(d) = local.get(&ep.node).and_then(|l| l.get(&ep.dataset)) {
+            let m = mark_of(j, d);
+            if best.as_ref().is_none_or(|b| m.number > b.number) {
+                best = Some(m);
+            }
+        }
+    }
+    let from_state = st.map(|st| Generation {
+        job: j.name.to_string(),
+        number: st.generation,
+        primary: match st.direction {
+            Direction::Forward => j.source.node.clone(),
+            Direction::Reverse => j.target.node.clone(),
+        },
+    });
+    match (best, from_state) {
+        (Some(b), Some(s)) if s.number > b.number => s,
+        (Some(b), _) => b,
+        (None, Some(s)) => s,
+        (None, None) => j.unmarked(),
+    }
+}
+
 /// `tandem status [--json]`.
 pub async fn status(path: &Path, json: bool) -> Result<ExitCode> {
     let (cfg, store) = load(path)?;
     let now = Utc::now();
+    let nodes = cfg.backends()?;
+    // One listing per local node.
+    let mut local: BTreeMap<String, Listing> = BTreeMap::new();
+    for n in cfg.local_nodes() {
+        let roots: Vec<_> = cfg
+            .jobs
+            .values()
+            .flat_map(|j| [&j.source, &j.target])
+            .filter(|ep| ep.node == n)
+            .map(|ep| ep.dataset.clone())
+            .collect();
+        if let Some(z) = nodes.get(&n).filter(|_| !roots.is_empty()) {
+            match z.list(&roots).await {
+                Ok(l) => {
+                    local.insert(n, l);
+                }
+                Err(e) => tracing::warn!(node = %n, "cannot list the local datasets: {e}"),
+            }
+        }
+    }
     let mut rows = Vec::new();
     for j in cfg.jobs.values() {
-        let st = store.load(&j.name)?;
-        let spec = j.spec(&st);
-        let state = if !j.enabled {
+        let (st, corrupt) = match store.load(&j.name) {
+            Ok(st) => (st, None),
+            Err(e) => (JobState::default(), Some(e.to_string())),
+        };
+        let g = primary_of(j, corrupt.is_none().then_some(&st), &local);
+        let (source, target): (&Endpoint, &Endpoint) = if g.primary == j.target.node {
+            (&j.target, &j.source)
+        } else {
+            (&j.source, &j.target)
+        };
+        let role = if cfg.is_local(&source.node) {
+            "primary"
+        } else if cfg.is_local(&target.node) {
+            "follower"
+        } else {
+            "none"
+        };
+        let state = if corrupt.is_some() {
+            "corrupt-state"
+        } else if !j.enabled {
             "disabled"
         } else if st.last_attempt.is_none() {
             "never-run"
@@ -70,9 +147,15 @@ pub async fn status(path: &Path, json: bool) -> Result<ExitCode> {
         };
         rows.push(Row {
             job: j.name.to_string(),
-            source: spec.source.to_string(),
-            target: spec.target.to_string(),
-            direction: format!("{:?}", st.direction).to_lowercase(),
+            source: source.to_string(),
+            target: target.to_string(),
+            direction: if *source == j.source {
+                "forward"
+            } else {
+                "reverse"
+            }
+            .into(),
+            role: role.into(),
             state: state.into(),
             last_success: st.last_success.map(|t| t.to_rfc3339()),
             last_attempt: st.last_attempt.map(|t| t.to_rfc3339()),
@@ -88,8 +171,8 @@ pub async fn status(path: &Path, json: bool) -> Result<ExitCode> {
             last_rate_bytes_per_s: (st.last_duration_ms > 0 && st.last_bytes > 0)
                 .then(|| st.last_bytes * 1000 / st.last_duration_ms),
             consecutive_failures: st.consecutive_failures,
-            last_error: st.last_error.clone(),
-            generation: st.generation,
+            last_error: corrupt.or_else(|| st.last_error.clone()),
+            generation: g.number,
             promoted: st.promoted.clone(),
         });
     }
@@ -127,9 +210,44 @@ pub async fn status(path: &Path, json: bool) -> Result<ExitCode> {
         }
         // The daemon's watchdog keeper, if it left a status file (human
         // output only: `--json` stays the per-job array).
-        if let Some(line) = crate::keeper::StatusFile::line(&cfg.state_dir) {
+        if let Some(line) = watchdog_line(&cfg.state_dir) {
             crate::outln!("{line}");
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The one line `tandem status` prints about the daemon's watchdog keeper,
+/// if the daemon left a status file in `state_dir`.
+pub fn watchdog_line(state_dir: &Path) -> Option<String> {
+    let f = match StatusFile::read(state_dir)? {
+        Ok(f) => f,
+        Err(e) => return Some(format!("watchdog: {e}")),
+    };
+    let now = Utc::now();
+    let ago = |t: &str| {
+        DateTime::parse_from_rfc3339(t)
+            .map(|t| age((now - t.with_timezone(&Utc)).num_seconds().max(0)))
+            .unwrap_or_else(|_| "?".into())
+    };
+    let state = if f.fit {
+        "fit, petting".to_owned()
+    } else {
+        format!(
+            "UNFIT ({}), NOT petting: the node resets unless it recovers",
+            f.unfit_reason.as_deref().unwrap_or("?")
+        )
+    };
+    let last = f
+        .last_keepalive
+        .as_deref()
+        .map(|t| format!("last keep-alive {} ago", ago(t)))
+        .unwrap_or_else(|| "no keep-alive yet".into());
+    Some(format!(
+        "watchdog: {state} {} (timeout {}s), {last} [daemon pid {}, as of {} ago]",
+        f.backend,
+        f.timeout_s,
+        f.pid,
+        ago(&f.updated)
+    ))
 }

@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tandem_zfs::{
-    Changed, DatasetName, Guid, Listing, RecvSpec, SendBase, SendFlags, SendRequest, Snapshot,
-    SnapshotName, Zfs, ZfsError,
+    Changed, DatasetName, Generation, Guid, Listing, RecvSpec, SendBase, SendFlags, SendRequest,
+    Snapshot, SnapshotName, Zfs, ZfsError, GENERATION_PROPERTY,
 };
 
 use crate::naming::JobName;
@@ -22,22 +22,10 @@ use crate::pipe::{self, PipeError, Progress};
 use crate::plan::{plan, Conflict, Plan, SendTo, Side};
 use crate::state::Common;
 
-/// One end of a job: a node and a dataset on it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Endpoint {
-    /// Node name (a key of the config's `[nodes]`).
-    pub node: String,
-    /// Dataset on that node.
-    pub dataset: DatasetName,
-}
+pub use crate::job::Endpoint;
 
-impl std::fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.node, self.dataset)
-    }
-}
-
-/// A replication job, resolved from the config.
+/// A replication job with its current direction applied (see
+/// [`Job::spec`](crate::job::Job::spec)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobSpec {
     /// Its name.
@@ -60,6 +48,9 @@ pub struct JobSpec {
     /// intent log, which `written` counts and `zfs receive` ignores), not
     /// writes.
     pub rebuilt_target: Option<(Guid, u64)>,
+    /// The primary's generation mark: the claim every write into the
+    /// target is made under (a `tandem serve` target refuses a stale one).
+    pub claim: Generation,
 }
 
 /// Why a job's cycle failed.
@@ -109,17 +100,58 @@ pub enum ReplError {
     /// Gave up after repeated resume/abort rounds.
     #[error("job {0}: the target kept changing between rounds; giving up for this cycle")]
     TooManyRounds(String),
-    /// The target was promoted (a failover): the source is no longer the
-    /// job's primary. Nothing was changed on either side.
-    #[error("{0}")]
-    NotPrimary(Box<str>),
+    /// The other end carries a newer generation (it was promoted by a
+    /// failover or a switchover) and this end has not followed it yet: it
+    /// is no longer the primary. Nothing was changed on either side.
+    #[error(transparent)]
+    NotFollowing(Box<NotFollowing>),
+    /// Both ends claim one generation with different primaries.
+    #[error(transparent)]
+    SplitMarks(#[from] Box<crate::roles::SplitMarks>),
+}
+
+/// See [`ReplError::NotFollowing`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "job {job}: {primary} was promoted (generation {}, primary {}); {follower} (generation \
+     {follower_generation}) is no longer the primary and sends nothing. What to do: when {} \
+     should follow {}, run `tandem reverse {job}`",
+    generation.number, generation.primary, follower.node, generation.primary
+)]
+pub struct NotFollowing {
+    /// The job.
+    pub job: String,
+    /// The primary's end.
+    pub primary: Endpoint,
+    /// Its mark.
+    pub generation: Generation,
+    /// The end that has not followed.
+    pub follower: Endpoint,
+    /// Its generation.
+    pub follower_generation: u64,
+}
+
+impl NotFollowing {
+    /// From a job's roles (whose follower does not agree).
+    pub fn of(job: &crate::job::Job, roles: &crate::roles::Roles) -> Self {
+        NotFollowing {
+            job: job.name.to_string(),
+            primary: roles.primary.clone(),
+            generation: roles.generation.clone(),
+            follower: roles.follower.clone(),
+            follower_generation: roles.follower_mark.as_ref().map_or(0, |m| m.number),
+        }
+    }
 }
 
 impl ReplError {
     /// Is this a conflict that needs a human (as opposed to a transient error)?
     pub fn is_conflict(&self) -> bool {
         matches!(self, ReplError::Conflict { .. })
-            || matches!(self, ReplError::NotPrimary(_))
+            || matches!(
+                self,
+                ReplError::NotFollowing { .. } | ReplError::SplitMarks(_)
+            )
             || matches!(
                 self,
                 ReplError::Zfs {
@@ -147,6 +179,9 @@ pub struct Outcome {
     pub pruned: Vec<SnapshotName>,
     /// Things that did not stop the cycle but deserve a look.
     pub warnings: Vec<String>,
+    /// Why nothing was done: this node is not the job's primary (a
+    /// daemon leaves a job to its primary's daemon).
+    pub skipped: Option<String>,
 }
 
 fn zerr(node: &str) -> impl Fn(ZfsError) -> ReplError + '_ {
@@ -264,34 +299,6 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
         }
     }
 
-    /// Refuses to act as primary when the target carries a newer generation
-    /// mark than the source (it was promoted by a failover).
-    fn check_generation(&self, sl: &Listing, tl: &Listing) -> Result<(), ReplError> {
-        let job = self.job.name.as_str();
-        let gen = |l: &Listing, d: &DatasetName| {
-            l.get(d)
-                .and_then(|ds| ds.generation_of(job))
-                .map(|g| (g.number, g.primary.clone()))
-        };
-        let src = gen(sl, &self.job.source.dataset).map(|g| g.0).unwrap_or(0);
-        if let Some((tn, primary)) = gen(tl, &self.job.target.dataset) {
-            if tn > src {
-                let (job, target) = (job, &self.job.target);
-                let source_node = &self.job.source.node;
-                return Err(ReplError::NotPrimary(
-                    format!(
-                        "job {job}: {target} was promoted (generation {tn}, primary {primary}); \
-                         {source_node} (generation {src}) is no longer the primary and sends nothing. \
-                         What to do: when {source_node} should follow {primary}, run \
-                         `tandem reverse {job}` on {source_node}"
-                    )
-                    .into(),
-                ));
-            }
-        }
-        Ok(())
-    }
-
     /// Runs one cycle. `listings` are this cycle's shared listings, if any.
     pub async fn run(
         &self,
@@ -303,7 +310,6 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
             Some(l) => l,
             None => self.list_both(true).await?,
         };
-        self.check_generation(&sl, &tl)?;
         for _round in 0..4 {
             let p = self.plan(&sl, &tl, now())?;
             tracing::debug!(job = %self.job.name, plan = p.kind(), "planned");
@@ -345,7 +351,7 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
                             tracing::warn!(job = %self.job.name, "{w}");
                             out.warnings.push(w);
                             self.tgt
-                                .receive_abort(&self.job.target.dataset)
+                                .receive_abort(&self.job.target.dataset, Some(&self.job.claim))
                                 .await
                                 .map_err(zerr(self.tgt.node()))?;
                         }
@@ -404,6 +410,7 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
             target: Some(self.job.target.dataset.clone()),
             resumable,
             wire: self.job.wire,
+            claim: Some(self.job.claim.clone()),
             ..RecvSpec::default()
         };
         // Size estimate for progress and ETA, where ZFS can give one.
@@ -541,9 +548,24 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
         if first {
             // A replica must not be written by accident; receive ignores readonly.
             self.tgt
-                .set_property(&j.target.dataset, "readonly", "on")
+                .set_property(&j.target.dataset, "readonly", "on", Some(&j.claim))
                 .await
                 .map_err(zerr(self.tgt.node()))?;
+            // A new follower of a primary that changed before (generation
+            // 1 or later) carries the primary's mark, so that it counts as
+            // following it (see `crate::roles`).
+            let marked = tgt.and_then(|d| d.generation_of(j.name.as_str()));
+            if j.claim.number > 0 && marked != Some(&j.claim) {
+                self.tgt
+                    .set_property(
+                        &j.target.dataset,
+                        GENERATION_PROPERTY,
+                        &j.claim.to_string(),
+                        Some(&j.claim),
+                    )
+                    .await
+                    .map_err(zerr(self.tgt.node()))?;
+            }
         }
         self.ensure_holds(s, t).await?;
         let tag = j.name.hold_tag();
@@ -610,13 +632,13 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
     async fn prune<Z: Zfs>(&self, z: &Z, node: &str, victim: &SnapshotName, out: &mut Outcome) {
         // Release our own tag first (a crash may have left it), then destroy.
         let _ = z.release(&self.job.name.hold_tag(), victim).await;
-        match z.destroy_snapshot(victim).await {
+        match z.destroy_snapshot(victim, Some(&self.job.claim)).await {
             Ok(Changed::Done) => {
                 tracing::debug!(job = %self.job.name, %node, snapshot = %victim, "pruned");
                 out.pruned.push(victim.clone());
             }
             Ok(Changed::Already) => {}
-            Err(e) if e.to_string().contains("dependent clones") => {
+            Err(ZfsError::HasClones { .. }) => {
                 // The origin of a clone, e.g. of a divergent state that
                 // `reverse` set aside: kept until that clone is destroyed.
                 tracing::info!(job = %self.job.name, %node, snapshot = %victim,

@@ -1,0 +1,100 @@
+//! What the engines need from the world, as traits, and the [`Env`] one
+//! command runs in.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tandem_fence::quorum::{Quorum, QuorumSource};
+use tandem_fence::{BoxFuture, FenceReport};
+use tandem_repl::clock::Clock;
+use tandem_repl::state::Store;
+use tandem_zfs::{DatasetName, Zfs};
+
+use crate::error::HaError;
+
+/// Fences nodes: in production, a node's configured levels tried in order
+/// ([`tandem_fence::level::fence_node`]); in the simulator, the same over
+/// simulated devices.
+pub trait Fencer: Send + Sync {
+    /// Powers `node` off through its levels until one confirms it. `Err`
+    /// when the node cannot be fenced at all (no levels, unreadable
+    /// credentials): a configuration problem, named.
+    fn fence<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<FenceReport, String>>;
+}
+
+/// One run of a job's hook command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookCall {
+    /// Which hook (`switchover_stop`, `switchover_start`).
+    pub hook: &'static str,
+    /// The shell command.
+    pub command: String,
+    /// `TANDEM_JOB`.
+    pub job: String,
+    /// `TANDEM_FROM`: the old primary.
+    pub from: String,
+    /// `TANDEM_TO`: the new primary.
+    pub to: String,
+}
+
+/// What the engines ask of the machine they run on, beyond ZFS.
+pub trait Host: Send + Sync {
+    /// Ends every `zfs receive` into `dataset` still running here: its
+    /// sender is confirmed off, and its stream (a TCP connection to a node
+    /// without power) would never end by itself.
+    fn end_receives<'a>(&'a self, dataset: &'a DatasetName) -> BoxFuture<'a, ()>;
+    /// Runs a hook; `Err` says how it failed.
+    fn run_hook<'a>(&'a self, call: &'a HookCall) -> BoxFuture<'a, Result<(), String>>;
+    /// Passes a named step of an engine. A test host may stop the process
+    /// here (`TANDEM_TEST_CRASH_AFTER`), the simulator crashes the command
+    /// ([`HaError::Crashed`]), production does nothing.
+    fn step(&self, step: &'static str) -> Result<(), HaError>;
+}
+
+/// Everything one command runs with.
+pub struct Env<'a, Z: Zfs> {
+    /// The node this runs on.
+    pub local: &'a str,
+    /// Every node's ZFS, by node name.
+    pub nodes: &'a BTreeMap<String, Z>,
+    /// Job state, records and locks.
+    pub store: &'a dyn Store,
+    /// Wall time.
+    pub clock: &'a dyn Clock,
+    /// Quorum and membership.
+    pub quorum: &'a dyn QuorumSource,
+    /// Fence devices.
+    pub fencer: &'a dyn Fencer,
+    /// The machine.
+    pub host: &'a dyn Host,
+    /// Who we are, in lock files (`pid 123 (tandem failover)`).
+    pub me: String,
+    /// How long to wait for a job's lock.
+    pub lock_wait: Duration,
+}
+
+impl<Z: Zfs> Env<'_, Z> {
+    /// The ZFS of `node`.
+    pub fn zfs(&self, node: &str) -> Result<&Z, HaError> {
+        self.nodes.get(node).ok_or_else(|| HaError::UnknownNode {
+            node: node.to_owned(),
+            known: self.nodes.keys().cloned().collect(),
+        })
+    }
+
+    /// Asks for quorum: `Ok` with what was said when this node may act
+    /// (quorate, or in no cluster), [`HaError::NoQuorum`] otherwise.
+    pub async fn require_quorum(&self) -> Result<Quorum, HaError> {
+        match self.quorum.probe().await {
+            Ok(Quorum::NotQuorate(v)) => Err(HaError::NoQuorum {
+                node: self.local.to_owned(),
+                why: format!("has no quorum ({v})"),
+            }),
+            Err(e) => Err(HaError::NoQuorum {
+                node: self.local.to_owned(),
+                why: format!("cannot prove it has quorum ({e})"),
+            }),
+            Ok(q) => Ok(q),
+        }
+    }
+}

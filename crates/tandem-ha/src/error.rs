@@ -1,0 +1,306 @@
+//! Why an engine stopped. One variant per case a caller branches on; the
+//! message (the doc comment's sentence, filled in) names the node, job or
+//! dataset at fault and what to do.
+
+use tandem_fence::FenceReport;
+use tandem_repl::cycle::CycleError;
+use tandem_repl::job::Endpoint;
+use tandem_repl::lock::LockError;
+use tandem_repl::roles::SplitMarks;
+use tandem_repl::state::StateError;
+use tandem_zfs::{Guid, ZfsError};
+
+/// An engine's failure.
+#[derive(Debug, thiserror::Error)]
+pub enum HaError {
+    /// This node is not in the quorate partition, or cannot prove it is:
+    /// it may be the one cut off. Nothing was fenced or changed.
+    #[error("this node ({node}) {why}: it may be the one cut off; refusing to promote")]
+    NoQuorum {
+        /// This node.
+        node: String,
+        /// What the quorum source said.
+        why: String,
+    },
+    /// No fence level confirmed the node powered off. Nothing was changed.
+    #[error(
+        "{node} is not confirmed powered off: no fence level confirmed it. Check it by hand and \
+         run `tandem failover {node} --confirmed-off`, or fix its fence levels (`tandem fence test {node}`)"
+    )]
+    NotFenced {
+        /// The node.
+        node: String,
+        /// Every level tried.
+        report: FenceReport,
+    },
+    /// A fence device said "off" but the node is still in this node's
+    /// quorate corosync membership: the device lies or names the wrong
+    /// machine. Nothing was changed.
+    #[error(
+        "{device} says {node} is off, but {node} is still a member of this node's quorate corosync \
+         partition: the device lies or controls another machine. Nothing was promoted"
+    )]
+    FencedButPresent {
+        /// The node.
+        node: String,
+        /// The level that confirmed.
+        device: String,
+        /// Every level tried.
+        report: FenceReport,
+    },
+    /// The node cannot be fenced at all (no levels, bad credentials).
+    #[error("cannot fence {node}: {why}; fix its fence levels, or check by hand and pass --confirmed-off")]
+    CannotFence {
+        /// The node.
+        node: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// A node that is not in the configuration.
+    #[error("no node named {node:?} (known: {})", known.join(", "))]
+    UnknownNode {
+        /// The name given.
+        node: String,
+        /// The configured nodes.
+        known: Vec<String>,
+    },
+    /// `failover` named this node itself.
+    #[error("{node} is this node; run failover on a survivor")]
+    IsLocalNode {
+        /// The node.
+        node: String,
+    },
+    /// No job has one end on the dead node and the other here.
+    #[error("no job replicates between {dead} and this node ({local}); nothing to promote")]
+    NothingToPromote {
+        /// The dead node.
+        dead: String,
+        /// This node.
+        local: String,
+    },
+    /// The replica to promote does not exist.
+    #[error("job {job}: {dataset} does not exist; nothing to promote")]
+    NoReplica {
+        /// The job.
+        job: String,
+        /// The replica.
+        dataset: Endpoint,
+    },
+    /// The replica has no complete replication snapshot.
+    #[error(
+        "job {job}: {dataset} has no complete replication snapshot of the job; nothing to promote"
+    )]
+    NoReplicationSnapshot {
+        /// The job.
+        job: String,
+        /// The replica.
+        dataset: Endpoint,
+    },
+    /// Snapshots that tandem did not make are newer than the snapshot to
+    /// roll back to; tandem destroys nothing it did not make.
+    #[error(
+        "job {job}: snapshots newer than the last replication snapshot {base} exist on {dataset} ({}); \
+         tandem destroys nothing it did not make: look at them, destroy or keep them, then run it again",
+        newer.join(", ")
+    )]
+    ForeignNewerSnapshots {
+        /// The job.
+        job: String,
+        /// The replica.
+        dataset: Endpoint,
+        /// The snapshot it would roll back to.
+        base: String,
+        /// The newer snapshots.
+        newer: Vec<String>,
+    },
+    /// The two ends share no snapshot (by GUID).
+    #[error(
+        "job {job}: {follower} and {primary} have no snapshot in common (by GUID): following would need \
+         a full resend, which tandem will not do over {follower}'s data. Rename it aside by hand \
+         (zfs rename) and run `tandem run {job}`"
+    )]
+    NoCommonSnapshot {
+        /// The job.
+        job: String,
+        /// The new primary.
+        primary: Endpoint,
+        /// The old one.
+        follower: Endpoint,
+    },
+    /// `reverse` on a job that never changed primary.
+    #[error(
+        "job {job} was never failed over (no generation mark on either side); nothing to reverse. \
+         For a planned move of the primary use `tandem reverse {job} --switchover`"
+    )]
+    NeverFailedOver {
+        /// The job.
+        job: String,
+    },
+    /// `switchover` where the follower does not follow the primary.
+    #[error(
+        "job {job}: {follower} does not follow {primary} (generation {generation}); a switchover \
+         needs a follower in sync: run `tandem reverse {job}` first"
+    )]
+    NotFollowing {
+        /// The job.
+        job: String,
+        /// The primary.
+        primary: Endpoint,
+        /// Its generation.
+        generation: u64,
+        /// The other end.
+        follower: Endpoint,
+    },
+    /// Both ends claim one generation with different primaries.
+    #[error(transparent)]
+    SplitMarks(#[from] Box<SplitMarks>),
+    /// A dataset the engine needs does not exist.
+    #[error("job {job}: {dataset} does not exist")]
+    DatasetMissing {
+        /// The job.
+        job: String,
+        /// The dataset.
+        dataset: Endpoint,
+    },
+    /// `reverse` rebuilt the follower, but the clone lacks the common
+    /// snapshot; nothing more was changed.
+    #[error(
+        "job {job}: {dataset} was rebuilt but lacks the common snapshot (GUID {guid}); nothing more \
+         was changed; the old state is in {aside}"
+    )]
+    RebuildLacksBase {
+        /// The job.
+        job: String,
+        /// The follower.
+        dataset: Endpoint,
+        /// The common snapshot's GUID.
+        guid: Guid,
+        /// Where the old state was set aside.
+        aside: String,
+    },
+    /// The final sync of a switchover failed; the old primary was made
+    /// writable again.
+    #[error(
+        "job {job}: the final sync failed ({why}); {primary} is writable again and still the \
+         primary. Start the workload on {} again (switchover_start was not run)",
+        primary.node
+    )]
+    FinalSyncFailed {
+        /// The job.
+        job: String,
+        /// The primary, unchanged.
+        primary: Endpoint,
+        /// Why.
+        why: String,
+    },
+    /// A hook command failed.
+    #[error("job {job}: {hook} command failed: {why}")]
+    Hook {
+        /// The job.
+        job: String,
+        /// Which hook.
+        hook: &'static str,
+        /// How.
+        why: String,
+    },
+    /// An engine's progress record is unreadable.
+    #[error("job {job}: the {kind} progress record is corrupt ({why}); look at it in the state directory before running again")]
+    Progress {
+        /// The job.
+        job: String,
+        /// Which engine.
+        kind: &'static str,
+        /// What serde said.
+        why: String,
+    },
+    /// A ZFS call failed.
+    #[error("node {node}: {source}")]
+    Zfs {
+        /// The node.
+        node: String,
+        /// The error.
+        #[source]
+        source: ZfsError,
+    },
+    /// A name built from the job (the diverged dataset's) is invalid.
+    #[error(transparent)]
+    Name(#[from] tandem_zfs::NameError),
+    /// State could not be read or written.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The job is locked by another run.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// A replication cycle the engine ran failed.
+    #[error(transparent)]
+    Cycle(#[from] CycleError),
+    /// The simulator crashed the command at this step.
+    #[error("crashed after step {step:?}")]
+    Crashed {
+        /// The step.
+        step: &'static str,
+    },
+}
+
+impl HaError {
+    /// A short name of the variant, for JSON and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HaError::NoQuorum { .. } => "no_quorum",
+            HaError::NotFenced { .. } => "not_fenced",
+            HaError::FencedButPresent { .. } => "fenced_but_present",
+            HaError::CannotFence { .. } => "cannot_fence",
+            HaError::UnknownNode { .. } => "unknown_node",
+            HaError::IsLocalNode { .. } => "is_local_node",
+            HaError::NothingToPromote { .. } => "nothing_to_promote",
+            HaError::NoReplica { .. } => "no_replica",
+            HaError::NoReplicationSnapshot { .. } => "no_replication_snapshot",
+            HaError::ForeignNewerSnapshots { .. } => "foreign_newer_snapshots",
+            HaError::NoCommonSnapshot { .. } => "no_common_snapshot",
+            HaError::NeverFailedOver { .. } => "never_failed_over",
+            HaError::NotFollowing { .. } => "not_following",
+            HaError::SplitMarks(_) => "split_marks",
+            HaError::DatasetMissing { .. } => "dataset_missing",
+            HaError::RebuildLacksBase { .. } => "rebuild_lacks_base",
+            HaError::FinalSyncFailed { .. } => "final_sync_failed",
+            HaError::Hook { .. } => "hook",
+            HaError::Progress { .. } => "progress",
+            HaError::Zfs { .. } => "zfs",
+            HaError::Name(_) => "name",
+            HaError::State(_) => "state",
+            HaError::Lock(_) => "lock",
+            HaError::Cycle(_) => "cycle",
+            HaError::Crashed { .. } => "crashed",
+        }
+    }
+
+    /// Did the engine refuse for safety (no quorum, not fenced)? `tandem
+    /// failover` exits 3 then, for HA managers.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            HaError::NoQuorum { .. }
+                | HaError::NotFenced { .. }
+                | HaError::FencedButPresent { .. }
+                | HaError::CannotFence { .. }
+        )
+    }
+
+    /// The fence report the error carries, if any.
+    pub fn fence_report(&self) -> Option<&FenceReport> {
+        match self {
+            HaError::NotFenced { report, .. } | HaError::FencedButPresent { report, .. } => {
+                Some(report)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Wraps a ZFS error with its node.
+pub fn zerr(node: &str) -> impl Fn(ZfsError) -> HaError + '_ {
+    move |source| HaError::Zfs {
+        node: node.to_owned(),
+        source,
+    }
+}

@@ -1,0 +1,520 @@
+//! `failover NODE`: on a survivor, fence NODE (or take the operator's
+//! word) and promote the local replica of every job NODE was the primary
+//! of.
+//!
+//! The steps, each idempotent, so a crash between any two leaves a state
+//! the next run completes:
+//!
+//! 1. quorum: a node that is not in the quorate partition, or cannot
+//!    prove it is, refuses before anything (`--confirmed-off` does not
+//!    change that: the operator vouches for NODE's power, not for which
+//!    side of a split this node is on);
+//! 2. classify each job from the local dataset's generation mark alone
+//!    (NODE is dead): a mark naming this node is *already primary* and is
+//!    never touched again (at most made writable, when a crash came
+//!    between the mark and that); a mark naming NODE is *to promote*; a
+//!    mark naming a third node is not NODE's job now;
+//! 3. fence NODE through its levels: a level counts only when its device
+//!    confirms the power off; and where corosync runs, NODE must also be
+//!    gone from this node's quorate membership (a BMC that says "off" of a
+//!    node that is still a member lies, or controls another machine);
+//! 4. per job, under the job's lock: end receives still waiting on NODE,
+//!    discard a partial receive, look again, roll back to the newest
+//!    complete replication snapshot (never `-r`: a foreign newer snapshot
+//!    stops it), mark the new generation naming this node, make it
+//!    writable, record the promotion.
+//!
+//! The mark comes before `readonly=off`: from the moment the mark names
+//! this node, `tandem serve` here refuses writes from NODE's stale
+//! daemon, and a rerun never rolls the dataset back again.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tandem_fence::quorum::Quorum;
+use tandem_fence::FenceReport;
+use tandem_repl::job::{Endpoint, Job};
+use tandem_repl::roles::mark_of;
+use tandem_repl::state::{Direction, JobState, Promotion, StateError};
+use tandem_zfs::{Dataset, Generation, Zfs, ZfsError, GENERATION_PROPERTY};
+
+use crate::env::Env;
+use crate::error::{zerr, HaError};
+
+/// How long NODE may stay in corosync's membership after a device
+/// confirmed it off (corosync notices a node without power within its
+/// token timeout, a few seconds).
+pub const MEMBERSHIP_GRACE: Duration = Duration::from_secs(20);
+/// How often the membership is asked meanwhile.
+const MEMBERSHIP_POLL: Duration = Duration::from_millis(500);
+
+/// Who vouched that the node is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfirmedBy {
+    /// A fence level's device.
+    Fence,
+    /// The operator (`--confirmed-off`).
+    Operator,
+}
+
+/// What `failover` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailoverReport {
+    /// The node failed over from.
+    pub node: String,
+    /// What the quorum gate said.
+    pub quorum: String,
+    /// Whether the node is confirmed off (by a device or the operator);
+    /// false when nothing needed promoting.
+    pub fenced: bool,
+    /// Who confirmed it.
+    pub confirmed_by: Option<ConfirmedBy>,
+    /// The fence levels tried, when a device was asked.
+    pub fence: Option<FenceReport>,
+    /// One entry per job between the node and this one.
+    pub jobs: Vec<JobPromotion>,
+    /// The whole run, in milliseconds.
+    pub elapsed_ms: f64,
+}
+
+impl FailoverReport {
+    /// Did every job end as a writable primary here (or not concern us)?
+    pub fn ok(&self) -> bool {
+        self.jobs.iter().all(|j| j.ok)
+    }
+}
+
+/// What happened to one job.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobPromotion {
+    /// The job.
+    pub job: String,
+    /// The local replica, `node:dataset`.
+    pub dataset: String,
+    /// Whether it is this node's writable primary now (or was already).
+    pub ok: bool,
+    /// The details.
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// How a job's promotion ended.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Promoted now.
+    Promoted {
+        /// The snapshot rolled back to.
+        snapshot: String,
+        /// Its age: the data-loss window.
+        rpo_seconds: i64,
+        /// The new generation.
+        generation: u64,
+        /// Milliseconds from the start of `failover` to writable.
+        writable_after_ms: f64,
+        /// Things worth a look.
+        warnings: Vec<String>,
+    },
+    /// An interrupted promotion was finished (the mark named this node
+    /// already; the replica was made writable).
+    Completed {
+        /// The generation.
+        generation: u64,
+        /// Milliseconds from the start of `failover` to writable.
+        writable_after_ms: f64,
+    },
+    /// This node's dataset already is the job's writable primary; nothing
+    /// was touched.
+    AlreadyPrimary {
+        /// Its generation.
+        generation: u64,
+    },
+    /// The job's primary is another node than the one failed over from.
+    OtherPrimary {
+        /// The primary the mark names.
+        primary: String,
+        /// Its generation.
+        generation: u64,
+    },
+    /// It failed; nothing after the failing step was done.
+    Failed {
+        /// [`HaError::kind`].
+        error_kind: &'static str,
+        /// The message.
+        error: String,
+    },
+}
+
+/// What one job needs, from the local dataset alone.
+enum Class {
+    /// The mark names the dead node: promote.
+    Promote,
+    /// The mark names this node but it is read-only: a crash came between
+    /// marking and making it writable.
+    Finish(Generation),
+    /// The mark names this node and it is writable.
+    Already(Generation),
+    /// The mark names a third node.
+    Other(Generation),
+}
+
+fn classify(job: &Job, ds: &Dataset, dead: &str, local: &str) -> Class {
+    let m = mark_of(job, ds);
+    if m.primary == local {
+        if ds.readonly == Some(false) {
+            Class::Already(m)
+        } else {
+            Class::Finish(m)
+        }
+    } else if m.primary == dead {
+        Class::Promote
+    } else {
+        Class::Other(m)
+    }
+}
+
+fn entry(job: &Job, ep: &Endpoint, outcome: Outcome) -> JobPromotion {
+    JobPromotion {
+        job: job.name.to_string(),
+        dataset: ep.to_string(),
+        ok: !matches!(outcome, Outcome::Failed { .. }),
+        outcome,
+    }
+}
+
+fn failed(job: &Job, ep: &Endpoint, e: &HaError) -> JobPromotion {
+    entry(
+        job,
+        ep,
+        Outcome::Failed {
+            error_kind: e.kind(),
+            error: e.to_string(),
+        },
+    )
+}
+
+/// Fails over from `dead` to this node for every job in `jobs` with one
+/// end on each. `confirmed_off`: the operator has checked by hand that
+/// `dead` is powered off (no device is asked).
+///
+/// `Err` when nothing was changed: the request was wrong, this node has
+/// no quorum, or `dead` is not confirmed off. Per-job failures are in the
+/// report.
+pub async fn failover<Z: Zfs>(
+    env: &Env<'_, Z>,
+    jobs: &[Job],
+    dead: &str,
+    confirmed_off: bool,
+) -> Result<FailoverReport, HaError> {
+    let start = tokio::time::Instant::now();
+    env.zfs(dead)?;
+    if dead == env.local {
+        return Err(HaError::IsLocalNode {
+            node: dead.to_owned(),
+        });
+    }
+    let ours: Vec<(&Job, &Endpoint)> = jobs
+        .iter()
+        .filter(|j| j.endpoint_on(dead).is_some())
+        .filter_map(|j| j.endpoint_on(env.local).map(|ep| (j, ep)))
+        .collect();
+    if ours.is_empty() {
+        return Err(HaError::NothingToPromote {
+            dead: dead.to_owned(),
+            local: env.local.to_owned(),
+        });
+    }
+    // Quorum before anything: nothing is fenced or changed without it.
+    let quorum = env.require_quorum().await?;
+    tracing::info!(%quorum, node = dead, "quorum check before failover: may promote");
+
+    let z = env.zfs(env.local)?;
+    let roots: Vec<_> = ours.iter().map(|(_, ep)| ep.dataset.clone()).collect();
+    let listing = z.list(&roots).await.map_err(zerr(env.local))?;
+    let mut jobs_out = Vec::new();
+    let mut pending = Vec::new();
+    for (job, ep) in &ours {
+        let Some(ds) = listing.get(&ep.dataset) else {
+            let e = HaError::NoReplica {
+                job: job.name.to_string(),
+                dataset: (*ep).clone(),
+            };
+            jobs_out.push(failed(job, ep, &e));
+            continue;
+        };
+        match classify(job, ds, dead, env.local) {
+            Class::Promote | Class::Finish(_) => pending.push((*job, *ep)),
+            Class::Already(g) => jobs_out.push(entry(
+                job,
+                ep,
+                Outcome::AlreadyPrimary {
+                    generation: g.number,
+                },
+            )),
+            Class::Other(g) => jobs_out.push(entry(
+                job,
+                ep,
+                Outcome::OtherPrimary {
+                    primary: g.primary,
+                    generation: g.number,
+                },
+            )),
+        }
+    }
+
+    let mut report = FailoverReport {
+        node: dead.to_owned(),
+        quorum: quorum.to_string(),
+        fenced: false,
+        confirmed_by: None,
+        fence: None,
+        jobs: Vec::new(),
+        elapsed_ms: 0.0,
+    };
+    if !pending.is_empty() {
+        if confirmed_off {
+            tracing::warn!(node = dead, "OPERATOR CONFIRMED {dead} IS OFF BY HAND: no fence device was asked; promoting on the operator's word");
+            report.confirmed_by = Some(ConfirmedBy::Operator);
+            gone_from_membership(env, dead, "the operator", None).await?;
+        } else {
+            let f = env
+                .fencer
+                .fence(dead)
+                .await
+                .map_err(|why| HaError::CannotFence {
+                    node: dead.to_owned(),
+                    why,
+                })?;
+            let Some(device) = f.confirmed().map(|a| a.device.clone()) else {
+                return Err(HaError::NotFenced {
+                    node: dead.to_owned(),
+                    report: f,
+                });
+            };
+            gone_from_membership(env, dead, &device, Some(&f)).await?;
+            report.confirmed_by = Some(ConfirmedBy::Fence);
+            report.fence = Some(f);
+        }
+        report.fenced = true;
+        // Receives still waiting on the dead node hold the job's lock and
+        // the partial receive; their streams can never complete.
+        for (_, ep) in &pending {
+            env.host.end_receives(&ep.dataset).await;
+        }
+        let by = report.confirmed_by.unwrap_or(ConfirmedBy::Fence);
+        for (job, ep) in pending {
+            let r = promote(env, job, ep, dead, by, start).await;
+            jobs_out.push(match r {
+                Ok(o) => entry(job, ep, o),
+                Err(e) => {
+                    tracing::error!(job = %job.name, "promotion failed: {e}");
+                    failed(job, ep, &e)
+                }
+            });
+        }
+    }
+    jobs_out.sort_by(|a, b| a.job.cmp(&b.job));
+    report.jobs = jobs_out;
+    report.elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
+    Ok(report)
+}
+
+/// Where corosync runs, the node must be gone from this node's quorate
+/// membership (within [`MEMBERSHIP_GRACE`]) before anything is promoted;
+/// and this node must still be quorate.
+async fn gone_from_membership<Z: Zfs>(
+    env: &Env<'_, Z>,
+    dead: &str,
+    device: &str,
+    report: Option<&FenceReport>,
+) -> Result<(), HaError> {
+    let deadline = tokio::time::Instant::now() + MEMBERSHIP_GRACE;
+    loop {
+        match env.require_quorum().await? {
+            Quorum::Quorate(v) if v.members.iter().any(|m| m == dead) => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(HaError::FencedButPresent {
+                        node: dead.to_owned(),
+                        device: device.to_owned(),
+                        report: report.cloned().unwrap_or_else(|| FenceReport {
+                            node: dead.to_owned(),
+                            attempts: Vec::new(),
+                            elapsed_ms: 0.0,
+                        }),
+                    });
+                }
+                tokio::time::sleep(MEMBERSHIP_POLL).await;
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// Promotes one job's local replica, under the job's lock.
+async fn promote<Z: Zfs>(
+    env: &Env<'_, Z>,
+    job: &Job,
+    ep: &Endpoint,
+    dead: &str,
+    by: ConfirmedBy,
+    start: tokio::time::Instant,
+) -> Result<Outcome, HaError> {
+    let _lock = env
+        .store
+        .lock("job", job.name.as_str(), &env.me, env.lock_wait)
+        .await?;
+    let z = env.zfs(&ep.node)?;
+    let node = ep.node.as_str();
+    // 1. A partial resumable receive is discarded: only complete
+    //    snapshots count. An ended receive may keep it busy a moment.
+    let mut tries = 0;
+    loop {
+        match z.receive_abort(&ep.dataset, None).await {
+            Ok(_) | Err(ZfsError::Unsupported { .. }) => break,
+            Err(e) if e.is_busy() && tries < 20 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(zerr(node)(e)),
+        }
+    }
+    env.host.step("aborted")?;
+    // 2. Look again: another run may have done it meanwhile.
+    let l = z
+        .list(std::slice::from_ref(&ep.dataset))
+        .await
+        .map_err(zerr(node))?;
+    let ds = l.get(&ep.dataset).ok_or_else(|| HaError::NoReplica {
+        job: job.name.to_string(),
+        dataset: ep.clone(),
+    })?;
+    match classify(job, ds, dead, env.local) {
+        Class::Promote => {}
+        Class::Already(g) => {
+            return Ok(Outcome::AlreadyPrimary {
+                generation: g.number,
+            })
+        }
+        Class::Other(g) => {
+            return Ok(Outcome::OtherPrimary {
+                primary: g.primary,
+                generation: g.number,
+            })
+        }
+        Class::Finish(g) => {
+            // Marked before a crash: never rolled back again.
+            z.set_property(&ep.dataset, "readonly", "off", Some(&g))
+                .await
+                .map_err(zerr(node))?;
+            env.host.step("writable")?;
+            let writable_after_ms = start.elapsed().as_secs_f64() * 1000.0;
+            tracing::info!(job = %job.name, dataset = %ep, generation = g.number,
+                "interrupted promotion finished: {node} is the primary now");
+            return Ok(Outcome::Completed {
+                generation: g.number,
+                writable_after_ms,
+            });
+        }
+    }
+    // 3. The newest complete replication snapshot.
+    let snap = ds
+        .snapshots
+        .iter()
+        .rev()
+        .find(|s| job.name.owns(s))
+        .ok_or_else(|| HaError::NoReplicationSnapshot {
+            job: job.name.to_string(),
+            dataset: ep.clone(),
+        })?
+        .clone();
+    let newer: Vec<String> = ds
+        .snapshots
+        .iter()
+        .filter(|s| s.createtxg > snap.createtxg)
+        .map(|s| s.name.to_string())
+        .collect();
+    if !newer.is_empty() {
+        return Err(HaError::ForeignNewerSnapshots {
+            job: job.name.to_string(),
+            dataset: ep.clone(),
+            base: snap.name.to_string(),
+            newer,
+        });
+    }
+    let mut warnings = Vec::new();
+    let st = match env.store.load(&job.name) {
+        Ok(st) => st,
+        Err(StateError::Corrupt { path, source }) => {
+            let w = format!(
+                "the state file {} was corrupt ({source}); the promotion is recorded in a new one",
+                path.display()
+            );
+            tracing::warn!(job = %job.name, "{w}");
+            warnings.push(w);
+            JobState::default()
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mark = Generation {
+        job: job.name.to_string(),
+        number: mark_of(job, ds).number.max(st.generation) + 1,
+        primary: env.local.to_owned(),
+    };
+    // 4. Roll back to it (a no-op unless something was written after it).
+    z.rollback(&snap.name, Some(&mark))
+        .await
+        .map_err(zerr(node))?;
+    env.host.step("rolled-back")?;
+    // 5. The new generation, then writable.
+    z.set_property(
+        &ep.dataset,
+        GENERATION_PROPERTY,
+        &mark.to_string(),
+        Some(&mark),
+    )
+    .await
+    .map_err(zerr(node))?;
+    env.host.step("marked")?;
+    z.set_property(&ep.dataset, "readonly", "off", Some(&mark))
+        .await
+        .map_err(zerr(node))?;
+    env.host.step("writable")?;
+    let writable_after_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let now = env.clock.now();
+    let rpo = now.timestamp() - snap.creation;
+    // 6. Recorded: this node is the job's primary now.
+    let mut st = st;
+    st.direction = if *ep == job.source {
+        Direction::Forward
+    } else {
+        Direction::Reverse
+    };
+    st.generation = mark.number;
+    st.common = None;
+    st.last_error = None;
+    st.consecutive_failures = 0;
+    st.promoted = Some(Promotion {
+        at: now,
+        node: env.local.to_owned(),
+        from: dead.to_owned(),
+        snapshot: snap.name.clone(),
+        rpo_seconds: rpo,
+        generation: mark.number,
+        confirmed_by: match by {
+            ConfirmedBy::Fence => "fence".into(),
+            ConfirmedBy::Operator => "operator".into(),
+        },
+    });
+    env.store.save(&job.name, &st)?;
+    env.host.step("recorded")?;
+    tracing::info!(job = %job.name, dataset = %ep, snapshot = %snap.name, rpo_s = rpo,
+        generation = mark.number, "replica promoted: {} is the primary now", env.local);
+    Ok(Outcome::Promoted {
+        snapshot: snap.name.to_string(),
+        rpo_seconds: rpo,
+        generation: mark.number,
+        writable_after_ms,
+        warnings,
+    })
+}
