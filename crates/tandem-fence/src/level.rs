@@ -8,7 +8,9 @@
 //! success. Every attempt is logged with its timing and kept in the
 //! [`FenceReport`].
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde::Serialize;
 

@@ -78,6 +78,26 @@ pub enum HaError {
         /// This node.
         local: String,
     },
+    /// This node's copy is older than a generation known elsewhere (the
+    /// other end answered with a newer mark, or this node's state saw
+    /// one): it is an old primary that never followed, not a replica.
+    #[error(
+        "job {job}: {dataset} carries generation {generation}, but the job is at generation {} \
+         (primary {}): this copy is an old primary that never followed it, and promoting it would \
+         fail back to old data. Nothing was changed. If {} is gone for good, decide by hand which \
+         data to keep; otherwise run `tandem reverse {job}` once it is back",
+        newer.number, newer.primary, newer.primary
+    )]
+    StaleCopy {
+        /// The job.
+        job: String,
+        /// This node's copy.
+        dataset: Endpoint,
+        /// Its generation.
+        generation: u64,
+        /// The newer mark.
+        newer: tandem_zfs::Generation,
+    },
     /// The replica to promote does not exist.
     #[error("job {job}: {dataset} does not exist; nothing to promote")]
     NoReplica {
@@ -253,6 +273,7 @@ impl HaError {
             HaError::UnknownNode { .. } => "unknown_node",
             HaError::IsLocalNode { .. } => "is_local_node",
             HaError::NothingToPromote { .. } => "nothing_to_promote",
+            HaError::StaleCopy { .. } => "stale_copy",
             HaError::NoReplica { .. } => "no_replica",
             HaError::NoReplicationSnapshot { .. } => "no_replication_snapshot",
             HaError::ForeignNewerSnapshots { .. } => "foreign_newer_snapshots",

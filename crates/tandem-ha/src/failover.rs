@@ -35,11 +35,17 @@ use tandem_fence::quorum::Quorum;
 use tandem_fence::FenceReport;
 use tandem_repl::job::{Endpoint, Job};
 use tandem_repl::roles::mark_of;
-use tandem_repl::state::{Direction, JobState, Promotion, StateError};
+use tandem_repl::state::{Direction, JobState, Promotion};
 use tandem_zfs::{Dataset, Generation, Zfs, ZfsError, GENERATION_PROPERTY};
 
 use crate::env::Env;
 use crate::error::{zerr, HaError};
+
+/// How long `failover` waits for the node it fails over from to answer a
+/// listing: if it answers, its generation marks tell whether this node's
+/// copy is stale (it never is the primary then); if not, it is taken for
+/// dead and this node's own marks and state are all there is.
+pub const PEEK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long NODE may stay in corosync's membership after a device
 /// confirmed it off (corosync notices a node without power within its
@@ -129,6 +135,10 @@ pub enum Outcome {
     AlreadyPrimary {
         /// Its generation.
         generation: u64,
+        /// Confirmed by the other node's marks (it answered) or by this
+        /// node's own record of the promotion; `false`: this node's own
+        /// mark is all it knows (the other node did not answer).
+        confirmed: bool,
     },
     /// The job's primary is another node than the one failed over from.
     OtherPrimary {
@@ -146,24 +156,59 @@ pub enum Outcome {
     },
 }
 
-/// What one job needs, from the local dataset alone.
+/// What one job needs.
 enum Class {
     /// The mark names the dead node: promote.
     Promote,
     /// The mark names this node but it is read-only: a crash came between
     /// marking and making it writable.
     Finish(Generation),
-    /// The mark names this node and it is writable.
-    Already(Generation),
+    /// The mark names this node and it is writable; confirmed or not.
+    Already(Generation, bool),
     /// The mark names a third node.
     Other(Generation),
+    /// A newer generation than this copy's is known: the copy is stale.
+    Stale(Generation, Generation),
 }
 
-fn classify(job: &Job, ds: &Dataset, dead: &str, local: &str) -> Class {
+/// What the other end said, if it was asked and answered.
+type Peer<'a> = Option<Option<&'a Dataset>>;
+
+/// Classifies a job from the local dataset, the other end's (when it
+/// answered) and this node's state.
+fn classify(
+    job: &Job,
+    ds: &Dataset,
+    peer: Peer<'_>,
+    st: Option<&JobState>,
+    dead: &str,
+    local: &str,
+) -> Class {
     let m = mark_of(job, ds);
+    let newer = match peer {
+        Some(Some(d)) => Some(mark_of(job, d)).filter(|p| p.number > m.number),
+        _ => None,
+    }
+    .or_else(|| {
+        st.filter(|st| st.generation > m.number)
+            .map(|st| Generation {
+                job: job.name.to_string(),
+                number: st.generation,
+                primary: match st.direction {
+                    Direction::Forward => job.source.node.clone(),
+                    Direction::Reverse => job.target.node.clone(),
+                },
+            })
+    });
+    if let Some(n) = newer {
+        return Class::Stale(m, n);
+    }
     if m.primary == local {
         if ds.readonly == Some(false) {
-            Class::Already(m)
+            let recorded = st
+                .and_then(|st| st.promoted.as_ref())
+                .is_some_and(|p| p.generation == m.number && p.node == local && p.from == dead);
+            Class::Already(m, peer.is_some() || recorded)
         } else {
             Class::Finish(m)
         }
@@ -232,6 +277,15 @@ pub async fn failover<Z: Zfs>(
     let z = env.zfs(env.local)?;
     let roots: Vec<_> = ours.iter().map(|(_, ep)| ep.dataset.clone()).collect();
     let listing = z.list(&roots).await.map_err(zerr(env.local))?;
+    // The other end, if it answers at once: its marks are the truth.
+    let theirs: Vec<_> = ours
+        .iter()
+        .filter_map(|(j, _)| j.endpoint_on(dead).map(|e| e.dataset.clone()))
+        .collect();
+    let peer = tokio::time::timeout(PEEK_TIMEOUT, env.zfs(dead)?.list(&theirs))
+        .await
+        .ok()
+        .and_then(Result::ok);
     let mut jobs_out = Vec::new();
     let mut pending = Vec::new();
     for (job, ep) in &ours {
@@ -243,13 +297,26 @@ pub async fn failover<Z: Zfs>(
             jobs_out.push(failed(job, ep, &e));
             continue;
         };
-        match classify(job, ds, dead, env.local) {
+        let their = job.endpoint_on(dead).map(|e| &e.dataset);
+        let peer_ds: Peer<'_> = peer.as_ref().map(|l| their.and_then(|d| l.get(d)));
+        let st = env.store.load(&job.name).ok();
+        match classify(job, ds, peer_ds, st.as_ref(), dead, env.local) {
             Class::Promote | Class::Finish(_) => pending.push((*job, *ep)),
-            Class::Already(g) => jobs_out.push(entry(
+            Class::Stale(ours_g, newer) => {
+                let e = HaError::StaleCopy {
+                    job: job.name.to_string(),
+                    dataset: (*ep).clone(),
+                    generation: ours_g.number,
+                    newer,
+                };
+                jobs_out.push(failed(job, ep, &e));
+            }
+            Class::Already(g, confirmed) => jobs_out.push(entry(
                 job,
                 ep,
                 Outcome::AlreadyPrimary {
                     generation: g.number,
+                    confirmed,
                 },
             )),
             Class::Other(g) => jobs_out.push(entry(
@@ -389,11 +456,21 @@ async fn promote<Z: Zfs>(
         job: job.name.to_string(),
         dataset: ep.clone(),
     })?;
-    match classify(job, ds, dead, env.local) {
+    let st = env.store.load(&job.name).ok();
+    match classify(job, ds, None, st.as_ref(), dead, env.local) {
         Class::Promote => {}
-        Class::Already(g) => {
+        Class::Stale(ours, newer) => {
+            return Err(HaError::StaleCopy {
+                job: job.name.to_string(),
+                dataset: ep.clone(),
+                generation: ours.number,
+                newer,
+            })
+        }
+        Class::Already(g, confirmed) => {
             return Ok(Outcome::AlreadyPrimary {
                 generation: g.number,
+                confirmed,
             })
         }
         Class::Other(g) => {
@@ -442,20 +519,8 @@ async fn promote<Z: Zfs>(
             newer,
         });
     }
-    let mut warnings = Vec::new();
-    let st = match env.store.load(&job.name) {
-        Ok(st) => st,
-        Err(StateError::Corrupt { path, source }) => {
-            let w = format!(
-                "the state file {} was corrupt ({source}); the promotion is recorded in a new one",
-                path.display()
-            );
-            tracing::warn!(job = %job.name, "{w}");
-            warnings.push(w);
-            JobState::default()
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let (st, reset) = env.store.load_or_reset(&job.name)?;
+    let warnings: Vec<String> = reset.into_iter().collect();
     let mark = Generation {
         job: job.name.to_string(),
         number: mark_of(job, ds).number.max(st.generation) + 1,

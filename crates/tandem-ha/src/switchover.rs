@@ -163,7 +163,7 @@ pub async fn switchover<Z: Zfs>(env: &Env<'_, Z>, job: &Job) -> Result<Switchove
                     follower: roles.follower.clone(),
                 });
             }
-            let st = env.store.load(&job.name)?;
+            let (st, _) = env.store.load_or_reset(&job.name)?;
             let pr = Progress {
                 generation: Generation {
                     job: job.name.to_string(),

@@ -396,7 +396,7 @@ async fn run_one<Z: Zfs>(
 ) -> Result<Outcome, CycleError> {
     let (ls, lt) = listings_of(env, job, shared).await?;
     let roles = roles_of(job, &ls, &lt)?;
-    let st = env.store.load(&job.name)?;
+    let (st, reset) = env.store.load_or_reset(&job.name)?;
     let spec = job.spec(&roles, &st);
     *spec_out = Some(spec.clone());
     if let Some(here) = &opts.only_primary {
@@ -437,9 +437,11 @@ async fn run_one<Z: Zfs>(
         progress,
         previous_common: st.common.as_ref().map(|c| c.guid),
     };
-    Ok(ex
+    let mut out = ex
         .run(Some((src_list, tgt_list)), || env.clock.now())
-        .await?)
+        .await?;
+    out.warnings.extend(reset);
+    Ok(out)
 }
 
 fn record<Z: Zfs>(

@@ -547,10 +547,12 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
         };
         if first {
             // A replica must not be written by accident; receive ignores readonly.
-            self.tgt
-                .set_property(&j.target.dataset, "readonly", "on", Some(&j.claim))
-                .await
-                .map_err(zerr(self.tgt.node()))?;
+            if tgt.and_then(|d| d.readonly) != Some(true) {
+                self.tgt
+                    .set_property(&j.target.dataset, "readonly", "on", Some(&j.claim))
+                    .await
+                    .map_err(zerr(self.tgt.node()))?;
+            }
             // A new follower of a primary that changed before (generation
             // 1 or later) carries the primary's mark, so that it counts as
             // following it (see `crate::roles`).

@@ -163,6 +163,9 @@ pub trait Store: Send + Sync {
     fn write_record(&self, kind: &str, job: &JobName, body: &[u8]) -> Result<(), StateError>;
     /// Removes a record (nothing if there is none).
     fn remove_record(&self, kind: &str, job: &JobName) -> Result<(), StateError>;
+    /// Moves a job's unreadable state aside (kept for a look) so that the
+    /// job starts afresh; says where it went.
+    fn quarantine(&self, job: &JobName) -> Result<String, StateError>;
     /// Takes the lock `kind`/`key` (a job's name, a `node:dataset`),
     /// waiting up to `wait`; `what` names it in messages, `me` the holder.
     fn lock<'a>(
@@ -175,6 +178,26 @@ pub trait Store: Send + Sync {
 }
 
 impl dyn Store + '_ {
+    /// The job's state; an unreadable one is moved aside
+    /// ([`Store::quarantine`]) and the job starts afresh: the state is a
+    /// cache of what the datasets say, and one corrupt file must not stop
+    /// a job (or its failover). The second value says what happened.
+    pub fn load_or_reset(&self, job: &JobName) -> Result<(JobState, Option<String>), StateError> {
+        match self.load(job) {
+            Ok(st) => Ok((st, None)),
+            Err(StateError::Corrupt { path, source }) => {
+                let aside = self.quarantine(job)?;
+                let w = format!(
+                    "the state file {} was corrupt ({source}); moved aside to {aside}, the job starts afresh",
+                    path.display()
+                );
+                tracing::warn!(%job, "{w}");
+                Ok((JobState::default(), Some(w)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Loads, changes and saves the job's state.
     pub fn update(
         &self,
@@ -326,6 +349,19 @@ impl Store for StateStore {
         }
     }
 
+    fn quarantine(&self, job: &JobName) -> Result<String, StateError> {
+        let path = self.path(job);
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let aside = path.with_extension(format!("json.corrupt-{stamp}"));
+        fs::rename(&path, &aside).map_err(|e| StateError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+        Ok(aside.display().to_string())
+    }
+
     fn lock<'a>(
         &'a self,
         kind: &'a str,
@@ -442,6 +478,17 @@ impl Store for MemStore {
         let key = Self::key(kind, job);
         self.with(|m| m.files.remove(&key));
         Ok(())
+    }
+
+    fn quarantine(&self, job: &JobName) -> Result<String, StateError> {
+        let key = Self::key("jobs", job);
+        let aside = format!("{key}.corrupt");
+        self.with(|m| {
+            if let Some(b) = m.files.remove(&key) {
+                m.files.insert(aside.clone(), b);
+            }
+        });
+        Ok(format!("mem:{aside}"))
     }
 
     fn lock<'a>(

@@ -131,10 +131,18 @@ fn print(r: &FailoverReport, json: bool) -> Result<()> {
     for j in &r.jobs {
         match &j.outcome {
             Outcome::Failed { error, .. } => outln!("{}: FAILED: {error}", j.job),
-            Outcome::AlreadyPrimary { generation } => outln!(
-                "{}: already primary: {} is writable (generation {generation}); nothing touched",
+            Outcome::AlreadyPrimary {
+                generation,
+                confirmed,
+            } => outln!(
+                "{}: already primary: {} is writable (generation {generation}){}; nothing touched",
                 j.job,
-                j.dataset
+                j.dataset,
+                if *confirmed {
+                    ""
+                } else {
+                    ", as far as this node knows: the other node did not answer, and this node has no record of the promotion"
+                }
             ),
             Outcome::OtherPrimary {
                 primary,
