@@ -16,9 +16,7 @@ use tandem_fence::{FenceAgent, FenceError, FenceOutcome, PowerAction, PowerState
 
 const POWER_TIMEOUT: Duration = Duration::from_secs(10);
 
-#[path = "support/bmc.rs"]
-mod bmc;
-use bmc::{free_udp_port, Bmc};
+use tandem_testkit::bmc::{free_udp_port, Bmc};
 
 #[tokio::test]
 async fn status_off_on_reboot_against_ipmi_sim() {

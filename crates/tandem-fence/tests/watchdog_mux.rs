@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 use tandem_fence::config::HumanDuration;
 use tandem_fence::watchdog::{Keeper, KeeperConfig, KeeperError, KeeperHandle, Liveness};
 
-#[path = "support/fake_mux.rs"]
-mod fake_mux;
-use fake_mux::FakeMux;
+use tandem_testkit::fake_mux::FakeMux;
 
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let t = Instant::now();

@@ -11,17 +11,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../../tandem-fence/tests/support/bmc.rs"]
-mod bmc;
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use bmc::Bmc;
 use common::*;
 use tandem_fence::PowerState;
+use tandem_testkit::bmc::Bmc;
 
 /// What to put in src's fence levels.
 enum Fence {

@@ -2,15 +2,12 @@
 //! codes, the checklist, confirmation, bad credentials and bad configs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../../tandem-fence/tests/support/bmc.rs"]
-mod bmc;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use bmc::Bmc;
 use tandem_fence::PowerState;
+use tandem_testkit::bmc::Bmc;
 
 struct Setup {
     bmc: Bmc,

@@ -19,8 +19,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[path = "../../tandem-fence/tests/support/fake_mux.rs"]
-mod fake_mux;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -28,7 +26,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use fake_mux::FakeMux;
+use tandem_testkit::fake_mux::FakeMux;
 
 /// Generous: corosync notices a lost node within token + consensus (about
 /// 2.5 s here), but the build machine is shared and slow.

@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-#[path = "../../tandem-fence/tests/support/fake_mux.rs"]
-mod fake_mux;
-use fake_mux::FakeMux;
+use tandem_testkit::fake_mux::FakeMux;
 
 /// Generous: the build machine is shared and slow.
 const PATIENCE: Duration = Duration::from_secs(30);

@@ -1,9 +1,8 @@
-//! A stand-in for Proxmox's watchdog-mux, shared by the watchdog tests of
-//! `tandem-fence` and `tandem` (included with `#[path]`): a unix socket that
+//! A stand-in for Proxmox's watchdog-mux, for the watchdog tests: a unix
+//! socket that
 //! accepts one client and records every byte it writes (any byte is a
 //! keep-alive, `V` is the clean goodbye) and whether it closed the
 //! connection (a close without `V` would reset the node).
-#![allow(dead_code, clippy::unwrap_used)]
 
 use std::io::Read;
 use std::os::unix::net::UnixListener;

@@ -1,7 +1,5 @@
 //! A simulated BMC for tests: OpenIPMI's `ipmi_sim`, started by
-//! `scripts/ipmi-sim.sh`, whose "machine" is a power file. Shared by the
-//! fencing tests of `tandem-fence` and `tandem` (included with `#[path]`).
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! `scripts/ipmi-sim.sh`, whose "machine" is a power file.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -14,7 +12,9 @@ use tandem_fence::PowerState;
 
 /// One ipmi_sim BMC, stopped on drop.
 pub struct Bmc {
+    /// Its working directory (config, power file, logs).
     pub dir: tempfile::TempDir,
+    /// Its UDP port on 127.0.0.1.
     pub port: u16,
 }
 
@@ -22,6 +22,7 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/ipmi-sim.sh")
 }
 
+/// A UDP port on 127.0.0.1 that is free now.
 pub fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -31,6 +32,7 @@ pub fn free_udp_port() -> u16 {
 }
 
 impl Bmc {
+    /// Starts one (users `admin` and `oper`, see the script).
     pub fn start() -> Bmc {
         let dir = tempfile::tempdir().unwrap();
         for _ in 0..3 {
@@ -65,6 +67,7 @@ impl Bmc {
         }
     }
 
+    /// Switches the simulated machine on or off behind the BMC's back.
     pub fn set_machine_power(&self, on: bool) {
         std::fs::write(
             self.dir.path().join("power"),
@@ -82,6 +85,7 @@ impl Bmc {
             .collect()
     }
 
+    /// The power changes the BMC was asked for ("set power 0" = off).
     pub fn sets(&self) -> Vec<String> {
         self.chassis_log()
             .into_iter()
@@ -89,10 +93,12 @@ impl Bmc {
             .collect()
     }
 
+    /// Makes the BMC lie: it accepts "power off" and the machine stays on.
     pub fn lie(&self) {
         std::fs::write(self.dir.path().join("lying"), "").unwrap();
     }
 
+    /// Writes a 0600 password file named `name` in its directory.
     pub fn password_file(&self, name: &str, password: &str) -> PathBuf {
         let p = self.dir.path().join(name);
         std::fs::write(&p, format!("{password}\n")).unwrap();
@@ -100,6 +106,7 @@ impl Bmc {
         p
     }
 
+    /// An `[[nodes.X.fence]]` IPMI level for this BMC.
     pub fn config(&self, user: &str, password: &str) -> IpmiConfig {
         IpmiConfig {
             host: "127.0.0.1".into(),
@@ -127,6 +134,7 @@ impl Bmc {
             .unwrap_or_else(|| panic!("no session count in {info}"))
     }
 
+    /// Runs `ipmitool` against it and returns its output.
     pub fn ipmitool(&self, args: &[&str]) -> String {
         let out = Command::new("ipmitool")
             .args(["-I", "lanplus", "-C", "3", "-H", "127.0.0.1", "-p"])
