@@ -29,6 +29,17 @@ enum Fence {
     DeadThenBmc,
     /// Two BMCs that never answer.
     AllDead,
+    /// The watchdog level only (10 s + 5 s), with `[quorum] mode = "off"`.
+    Watchdog,
+}
+
+/// How dst's config reaches src.
+#[derive(PartialEq)]
+enum SrcFromDst {
+    /// Both nodes are this machine (`address = "local"`).
+    Local,
+    /// Through the loopback sshd and `tandem serve --stdio` with src's config.
+    Serve,
 }
 
 struct Scenario {
@@ -56,9 +67,18 @@ fn level(port: u16, pw: &std::path::Path) -> String {
 impl Scenario {
     /// Two pools, a job src -> dst with `extra` keys, replicated `cycles` times.
     fn new(fence: Fence, extra: &str, cycles: usize) -> Option<Scenario> {
+        Self::with(fence, extra, cycles, SrcFromDst::Local)
+    }
+
+    fn with(fence: Fence, extra: &str, cycles: usize, via: SrcFromDst) -> Option<Scenario> {
         if !zfs_available() {
             return None;
         }
+        let ssh = if via == SrcFromDst::Serve {
+            Some(ssh_target()?)
+        } else {
+            None
+        };
         let (a, b) = (Pool::new("a"), Pool::new("b"));
         let (src, dst) = (a.ds("vm"), b.ds("vm"));
         zfs(&["create", &src]);
@@ -78,24 +98,52 @@ impl Scenario {
             Fence::Bmc => level(bmc.port, &pw),
             Fence::DeadThenBmc => format!("{}{}", level(dead(), &pw), level(bmc.port, &pw)),
             Fence::AllDead => format!("{}{}", level(dead(), &pw), level(dead(), &pw)),
+            Fence::Watchdog => {
+                "[[nodes.src.fence]]\nkind = \"watchdog\"\ntimeout = \"10s\"\nmargin = \"5s\"\n\
+                 [quorum]\nmode = \"off\"\n"
+                    .into()
+            }
         };
-        let body = format!(
-            "[nodes.src]\naddress = \"local\"\n{levels}[nodes.dst]\naddress = \"local\"\n\
-             [jobs.j]\nsource = \"src:{src}\"\ntarget = \"dst:{dst}\"\nkeep = 3\n{extra}\n"
+        let job = format!(
+            "[jobs.j]\nsource = \"src:{src}\"\ntarget = \"dst:{dst}\"\nkeep = 3\n{extra}\n"
         );
+        let src_cfg_path = dir.path().join("src.toml");
+        // How each node's config names src: itself, or (dst's, with
+        // SrcFromDst::Serve) through ssh and src's `tandem serve`, which
+        // lets peer dst write src's pool.
+        let src_node = |node: &str| {
+            match (&ssh, node) {
+            (Some((port, key)), "dst") => format!(
+                "[nodes.src]\naddress = \"127.0.0.1\"\nssh_user = \"root\"\nssh_port = {port}\n\
+                 ssh_identity = \"{}\"\nssh_options = [\"StrictHostKeyChecking=no\", \"UserKnownHostsFile=/dev/null\", \"LogLevel=ERROR\"]\n\
+                 transport = \"serve\"\ntandem_path = \"{}\"\nserve_args = [\"--config\", \"{}\", \"--peer\", \"dst\"]\n",
+                key.display(),
+                env!("CARGO_BIN_EXE_tandem"),
+                src_cfg_path.display()
+            ),
+            (Some(_), _) => format!(
+                "[nodes.src]\naddress = \"local\"\n[[serve.peers]]\nname = \"dst\"\nwrite = [\"{}\"]\n",
+                a.name
+            ),
+            (None, _) => "[nodes.src]\naddress = \"local\"\n".into(),
+        }
+        };
         let cfg = |node: &str| {
             let p = dir.path().join(format!("{node}.toml"));
             std::fs::write(
                 &p,
                 format!(
-                    "state_dir = \"{}/{node}-state\"\nlocal_node = \"{node}\"\n{body}",
-                    dir.path().display()
+                    "state_dir = \"{}/{node}-state\"\nlocal_node = \"{node}\"\n{}{levels}\
+                     [nodes.dst]\naddress = \"local\"\n{job}",
+                    dir.path().display(),
+                    src_node(node)
                 ),
             )
             .unwrap();
             p
         };
         let (src_cfg, dst_cfg) = (cfg("src"), cfg("dst"));
+        assert_eq!(src_cfg, src_cfg_path);
         let s = Scenario {
             _a: a,
             _b: b,
@@ -487,4 +535,136 @@ fn a_receive_hanging_on_the_dead_node_is_ended() {
     }
     assert!(ended, "failover ended the hanging receive");
     assert!(s.writable(&s.dst));
+}
+
+/// Issue 10, defect 1: the watchdog level took "replication stopped" (an
+/// old heartbeat file) for "the node reset itself" and promoted a replica
+/// while its primary ran. Now it needs corosync's membership; without one
+/// it refuses and says why, and nothing changes.
+#[test]
+fn the_watchdog_level_never_confirms_a_live_node_off_without_a_membership() {
+    let Some(s) = Scenario::new(Fence::Watchdog, "", 1) else {
+        return;
+    };
+    // What the old level read: a "last seen" a minute old.
+    let seen = s.dir.path().join("dst-state/seen");
+    std::fs::create_dir_all(&seen).unwrap();
+    std::fs::write(seen.join("src"), b"").unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+    std::fs::File::options()
+        .write(true)
+        .open(seen.join("src"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let before = (snaps(&s.dst), s.generation(&s.dst));
+    let o = s.as_dst(&["fence", "status", "src"]);
+    assert_eq!(o.status.code(), Some(1), "not 2 (off): {}", text(&o));
+    assert!(text(&o).contains("no corosync membership"), "{}", text(&o));
+    let o = s.as_dst(&["failover", "src", "--yes"]);
+    assert_eq!(o.status.code(), Some(3), "refused: {}", text(&o));
+    expect_log(
+        &o,
+        &[
+            "watchdog",
+            "cannot tell whether the node reset itself",
+            "REFUSING",
+        ],
+    );
+    assert!(!s.writable(&s.dst), "the replica stays read-only");
+    assert_eq!((snaps(&s.dst), s.generation(&s.dst)), before);
+    // The live primary goes on replicating.
+    std::fs::write(mnt(&s.src).join("later"), b"later\n").unwrap();
+    let o = s.as_src(&["run", "j"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_replica(&s.src, &s.dst);
+}
+
+/// Issue 10, defect 2: after a switchover a -> b, b's own state still said
+/// a -> b; b's run failed and a later failover on b rolled b back, losing
+/// what it wrote. Now the direction comes from the marks: b replicates to
+/// a, and failover on b is "already primary" and touches nothing.
+#[test]
+fn a_failover_after_a_switchover_keeps_the_new_primarys_writes() {
+    let Some(s) = Scenario::new(Fence::AllDead, "", 1) else {
+        return;
+    };
+    let o = s.as_src(&["reverse", "j", "--switchover", "--yes"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(s.generation(&s.dst), "j 1 dst");
+    std::fs::write(mnt(&s.dst).join("after-switchover"), b"written on dst\n").unwrap();
+    // dst's own run and status know the new direction without being told.
+    let o = s.as_dst(&["run", "j", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["source"], format!("dst:{}", s.dst), "{v}");
+    assert_eq!(v[0]["plans"][0], "incremental", "{v}");
+    assert_replica(&s.dst, &s.src);
+    let o = s.as_dst(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["source"], format!("dst:{}", s.dst), "{v}");
+    assert_eq!(v[0]["role"], "primary", "{v}");
+    std::fs::write(mnt(&s.dst).join("unsynced"), b"not yet replicated\n").unwrap();
+    // src dies; on dst the operator vouches for it.
+    let before = snaps(&s.dst);
+    let o = s.as_dst(&["failover", "src", "--confirmed-off", "--yes"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    expect_log(
+        &o,
+        &["j: already primary", "generation 1", "nothing touched"],
+    );
+    assert_eq!(snaps(&s.dst), before, "nothing rolled back or snapshotted");
+    assert_eq!(
+        std::fs::read_to_string(mnt(&s.dst).join("unsynced")).unwrap(),
+        "not yet replicated\n",
+        "the write after the last sync is still there"
+    );
+    assert!(s.writable(&s.dst));
+    assert_eq!(s.generation(&s.dst), "j 1 dst");
+}
+
+/// reverse runs on the new primary too: dst turns src around through
+/// src's `tandem serve` over ssh (rename, clone, promote, mark), and what
+/// src wrote after the last sync is kept on src.
+#[test]
+fn reverse_on_the_new_primary_turns_the_old_one_around_over_serve() {
+    let Some(s) = Scenario::with(Fence::Bmc, "", 2, SrcFromDst::Serve) else {
+        return;
+    };
+    std::fs::write(mnt(&s.src).join("unsynced"), b"src's last write\n").unwrap();
+    let o = s.as_dst(&["failover", "src"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    std::fs::write(mnt(&s.dst).join("after-failover"), b"on dst\n").unwrap();
+    s.bmc.set_machine_power(true);
+    let o = s.as_dst(&["reverse", "j", "--yes"]);
+    eprintln!("tandem reverse j (on dst):\n{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    expect_log(
+        &o,
+        &[
+            "now follows",
+            "divergent",
+            "is kept in",
+            "tandem-diverged/j-",
+            "replication",
+            "ok",
+        ],
+    );
+    let diverged = text(&o)
+        .split_whitespace()
+        .find(|w| w.contains("/tandem-diverged/j-"))
+        .unwrap()
+        .to_string();
+    assert!(
+        diverged.starts_with(&s._a.name),
+        "set aside on src's pool: {diverged}"
+    );
+    drop_caches();
+    assert_eq!(
+        std::fs::read_to_string(mnt(&diverged).join("unsynced")).unwrap(),
+        "src's last write\n"
+    );
+    assert_replica(&s.dst, &s.src);
+    assert!(!s.writable(&s.src));
+    assert_eq!(s.generation(&s.src), "j 1 dst");
 }

@@ -215,3 +215,136 @@ fn tls_clients_without_a_valid_certificate_are_refused_before_any_zfs_call() {
     env.run_ok("j");
     assert_replica(&src, &dst);
 }
+
+/// A connector that runs `tandem serve --stdio` here, as node `dst`,
+/// for peer `src` (what sshd's forced command would run).
+struct LocalServe {
+    config: std::path::PathBuf,
+    children: std::sync::Mutex<Vec<tokio::process::Child>>,
+}
+
+impl tandem_peer::client::Connector for LocalServe {
+    fn connect(
+        &self,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<tandem_peer::client::Connection, tandem_zfs::ZfsError>,
+                > + Send
+                + '_,
+        >,
+    > {
+        Box::pin(async move {
+            let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+                .arg("--config")
+                .arg(&self.config)
+                .args(["serve", "--stdio", "--peer", "src"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap();
+            let (r, w) = (c.stdout.take().unwrap(), c.stdin.take().unwrap());
+            self.children.lock().unwrap().push(c);
+            Ok(tandem_peer::client::Connection::new(r, w))
+        })
+    }
+    fn describe(&self) -> String {
+        "tandem serve --stdio (local)".into()
+    }
+}
+
+/// The generation guard of `tandem serve`: a peer that acts for an older
+/// generation than a dataset's mark (a stale primary come back) cannot
+/// write into it, and no peer changes the data of the serving node's own
+/// primary; a peer acting for a newer generation (reverse) can.
+#[tokio::test]
+async fn serve_refuses_writes_from_a_stale_generation_and_into_its_own_primary() {
+    use tandem_zfs::{Generation, RecvSpec, SnapshotName, Zfs};
+    if !zfs_available() {
+        return;
+    }
+    let b = Pool::new("b");
+    let vm = b.ds("vm");
+    zfs(&["create", &vm]);
+    zfs(&["snapshot", &format!("{vm}@tandem_j_20260101T000000Z")]);
+    zfs(&["snapshot", &format!("{vm}@tandem_j_20260101T000100Z")]);
+    // vm is dst's primary at generation 2.
+    zfs(&["set", "tandem:generation=j 2 dst", &vm]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("dst.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{}/state\"\nlocal_node = \"dst\"\n[nodes.dst]\naddress = \"local\"\n\
+             [[serve.peers]]\nname = \"src\"\nwrite = [\"{}\"]\n",
+            dir.path().display(),
+            b.name
+        ),
+    )
+    .unwrap();
+    let peer = tandem_peer::client::PeerZfs::new(
+        "dst",
+        "src",
+        std::sync::Arc::new(LocalServe {
+            config,
+            children: Default::default(),
+        }),
+    );
+    let ds = tandem_zfs::DatasetName::parse(&vm).unwrap();
+    let g = |s: &str| Generation::parse(s).unwrap();
+    let before = pool_state(&b);
+
+    let stale = g("j 1 src");
+    let e = peer
+        .set_property(&ds, "readonly", "on", Some(&stale))
+        .await
+        .expect_err("stale");
+    assert!(
+        e.to_string().contains("a stale primary") && e.to_string().contains("generation 2"),
+        "{e}"
+    );
+    let spec = RecvSpec {
+        target: Some(ds.clone()),
+        claim: Some(stale.clone()),
+        ..RecvSpec::default()
+    };
+    let e = peer.receive(&spec).await.expect_err("stale receive");
+    assert!(e.to_string().contains("a stale primary"), "{e}");
+    let e = peer
+        .set_property(&ds, "readonly", "on", None)
+        .await
+        .expect_err("no claim");
+    assert!(e.to_string().contains("no generation"), "{e}");
+    let current = g("j 2 dst");
+    let e = peer
+        .rollback(
+            &SnapshotName::parse(&format!("{vm}@tandem_j_20260101T000100Z")).unwrap(),
+            Some(&current),
+        )
+        .await
+        .expect_err("own primary");
+    assert!(e.to_string().contains("this node's (dst) primary"), "{e}");
+    assert_eq!(
+        pool_state(&b),
+        before,
+        "nothing changed on the serving node"
+    );
+
+    // Housekeeping of the current primary's own snapshots (a pull) is fine,
+    // and so is a write for a newer generation (reverse after a failover).
+    peer.destroy_snapshot(
+        &SnapshotName::parse(&format!("{vm}@tandem_j_20260101T000000Z")).unwrap(),
+        Some(&current),
+    )
+    .await
+    .unwrap();
+    peer.set_property(&ds, "readonly", "on", Some(&g("j 3 src")))
+        .await
+        .unwrap();
+    // (zfs-fuse reports `readonly` as a temporary "off"; a write tells.)
+    assert!(
+        std::fs::write(mnt(&vm).join("probe"), b"x").is_err(),
+        "the dataset is read-only now"
+    );
+}

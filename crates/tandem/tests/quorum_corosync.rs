@@ -425,3 +425,96 @@ fn the_node_cut_off_neither_promotes_nor_pets_its_watchdog() {
 fn pool_state_b(r: &Replica) -> String {
     pool_state(&r.b)
 }
+
+/// The watchdog fence level against a real corosync (issue 10, defect 1):
+/// while n3 is a member of n1's quorate partition it is alive and the level
+/// never confirms it off; once n3 is cut off, n1's level confirms it off
+/// after timeout + margin of continuous absence, and failover promotes.
+#[test]
+fn the_watchdog_level_confirms_off_only_after_absence_from_the_membership() {
+    if !corosync_available() || !zfs_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let lab = Lab::up(&dir.join("lab"));
+    for n in 1..=3 {
+        assert!(lab.quorate(n), "node {n} is not quorate after up");
+    }
+    let (a, b) = (Pool::new("wa"), Pool::new("wb"));
+    let (src, dst) = (a.ds("vm"), b.ds("vm"));
+    zfs(&["create", &src]);
+    std::fs::write(mnt(&src).join("data"), "replicated\n").unwrap();
+    // tandem's node names are corosync's: n3 is the primary, n1 the replica.
+    let cfg = |node: &str| {
+        let p = dir.join(format!("{node}.toml"));
+        std::fs::write(
+            &p,
+            format!(
+                "state_dir = \"{0}/{node}-state\"\nlocal_node = \"{node}\"\n\
+                 [nodes.n3]\naddress = \"local\"\n\
+                 [[nodes.n3.fence]]\nkind = \"watchdog\"\ntimeout = \"2s\"\nmargin = \"1s\"\n\
+                 [nodes.n1]\naddress = \"local\"\n\
+                 [jobs.j]\nsource = \"n3:{src}\"\ntarget = \"n1:{dst}\"\n\n\
+                 [quorum]\nmode = \"corosync\"\ncorosync_conf = \"{1}\"\n",
+                dir.display(),
+                lab.conf(1).display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let (n3_cfg, n1_cfg) = (cfg("n3"), cfg("n1"));
+    let o = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .arg("--config")
+        .arg(&n3_cfg)
+        .args(["run", "j"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "replication: {}", text(&o));
+    let on_n1 = |args: &[&str]| {
+        lab.node_cmd(1, env!("CARGO_BIN_EXE_tandem"))
+            .arg("--config")
+            .arg(&n1_cfg)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let generation = || {
+        zfs(&["get", "-H", "-o", "value", "tandem:generation", &dst])
+            .trim()
+            .to_string()
+    };
+
+    // n3 is a member: alive ("on"), and never confirmed off.
+    let o = on_n1(&["fence", "status", "n3"]);
+    assert_eq!(o.status.code(), Some(0), "on: {}", text(&o));
+    let before = pool_state(&b);
+    let o = on_n1(&["failover", "n3", "--yes"]);
+    assert_eq!(o.status.code(), Some(3), "refused: {}", text(&o));
+    assert!(
+        text(&o).contains("not confirmed powered off"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(pool_state(&b), before, "nothing changed");
+    assert_eq!(generation(), "-");
+
+    // Cut off: absent from n1's quorate partition; off after 2 s + 1 s.
+    lab.cable(3, false);
+    wait_until("node 3 to lose quorum", || !lab.quorate(3));
+    let t = Instant::now();
+    let o = on_n1(&["failover", "n3", "--yes", "--json"]);
+    let took = t.elapsed();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["fence"]["attempts"][0]["kind"], "watchdog", "{v}");
+    assert_eq!(v["fence"]["attempts"][0]["outcome"], "powered_off", "{v}");
+    assert_eq!(v["jobs"][0]["outcome"], "promoted", "{v}");
+    assert!(took >= Duration::from_secs(3), "confirmed after {took:?}");
+    assert_eq!(generation(), "j 1 n1");
+    eprintln!(
+        "watchdog level: n3 absent -> confirmed off and promoted in {took:.1?} (timeout 2 s + margin 1 s)"
+    );
+    lab.cable(3, true);
+}
