@@ -6,6 +6,8 @@
 //! - [`agent`]: the [`FenceAgent`] trait every device implements (power
 //!   status, on, off, and a non-destructive checklist for `tandem fence
 //!   test`), and [`PowerState`].
+//! - [`actions`]: status, power on, reboot and the commissioning test
+//!   through a node's levels;
 //! - [`level`]: fencing through a node's levels, tried in order; a level
 //!   succeeds only when its device *confirms* the power is off (a timeout is
 //!   a failure, never a success).
@@ -24,6 +26,7 @@
 
 #![deny(missing_docs)]
 
+pub mod actions;
 pub mod agent;
 pub mod amt;
 pub mod config;

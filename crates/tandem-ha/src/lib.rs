@@ -25,6 +25,7 @@
 //!   branches on;
 //! - [`failover`], [`reverse`], [`switchover`]: the engines and their
 //!   typed reports;
+//! - [`machine`]: the production host (receives, hooks);
 //! - [`sim`]: the simulated cluster and ZFS, scenarios and invariants.
 
 #![forbid(unsafe_code)]
@@ -36,6 +37,7 @@
 pub mod env;
 pub mod error;
 pub mod failover;
+pub mod machine;
 pub mod reverse;
 pub mod sim;
 pub mod switchover;

@@ -16,6 +16,7 @@ use crate::job::Job;
 use crate::lock::LockError;
 use crate::naming::JobName;
 use crate::pipe::Progress;
+use crate::plan::Plan;
 use crate::roles::{self, Roles};
 use crate::state::{Direction, Held, StateError, Store};
 
@@ -489,5 +490,111 @@ fn record<Z: Zfs>(
     });
     if let Err(e) = r {
         tracing::error!(job = %job.name, "cannot record state: {e}");
+    }
+}
+
+/// What a cycle of a job would do now: its direction, its plan, and the
+/// estimated stream size (where ZFS can tell). Changes nothing but a
+/// `zpool sync` of both ends.
+#[derive(Debug)]
+pub struct DryRun {
+    /// The job with its current direction.
+    pub spec: JobSpec,
+    /// The planner's decision.
+    pub plan: Plan,
+    /// Bytes the transfer would move, where known.
+    pub estimated_bytes: Option<u64>,
+}
+
+/// Plans one job from its primary, changing nothing (`tandem plan`).
+pub async fn dry_run<Z: Zfs>(
+    nodes: &BTreeMap<String, Z>,
+    store: &dyn Store,
+    clock: &dyn Clock,
+    j: &Job,
+) -> Result<DryRun, CycleError> {
+    let unknown = |node: &str| CycleError::UnknownNode {
+        job: j.name.to_string(),
+        node: node.to_owned(),
+    };
+    let za = nodes
+        .get(&j.source.node)
+        .ok_or_else(|| unknown(&j.source.node))?;
+    let zb = nodes
+        .get(&j.target.node)
+        .ok_or_else(|| unknown(&j.target.node))?;
+    for (z, ep) in [(za, &j.source), (zb, &j.target)] {
+        if let Err(e) = z.sync(std::slice::from_ref(&ep.dataset)).await {
+            tracing::warn!("zpool sync on {}: {e}", ep.node);
+        }
+    }
+    let empty = BTreeMap::new();
+    let env = CycleEnv {
+        nodes,
+        store,
+        clock,
+    };
+    let (la, lb) = listings_of(&env, j, &empty).await?;
+    let roles = roles_of(j, &la, &lb)?;
+    if !roles.follower_agrees() {
+        return Err(ReplError::NotFollowing(Box::new(NotFollowing::of(j, &roles))).into());
+    }
+    let spec = j.spec(&roles, &store.load(&j.name).unwrap_or_default());
+    let (sl, tl, src, tgt) = if roles.forward(j) {
+        (la, lb, za, zb)
+    } else {
+        (lb, la, zb, za)
+    };
+    let ex = Executor {
+        job: &spec,
+        src,
+        tgt,
+        progress: Arc::new(Progress::default()),
+        previous_common: None,
+    };
+    let plan = ex.plan(&sl, &tl, clock.now())?;
+    let estimated_bytes = estimate(&ex, src, &plan, &sl).await;
+    Ok(DryRun {
+        spec,
+        plan,
+        estimated_bytes,
+    })
+}
+
+async fn estimate<S: Zfs, T: Zfs>(
+    ex: &Executor<'_, S, T>,
+    src: &S,
+    p: &Plan,
+    sl: &Listing,
+) -> Option<u64> {
+    let ds = sl.get(&ex.job.source.dataset);
+    match p {
+        // The snapshot does not exist yet: estimate from what exists.
+        Plan::Full { .. } => ds.and_then(|d| d.referenced),
+        Plan::Incremental { base, .. } => {
+            if let (Some(d), Some(w)) = (ds, ds.and_then(|d| d.written)) {
+                // changes since the newest snapshot, plus what lies between base and it
+                let newest = d.newest()?;
+                if newest.guid == base.guid {
+                    return Some(w);
+                }
+                let req = tandem_zfs::SendRequest::Snapshot {
+                    snapshot: newest.name.clone(),
+                    from: Some(tandem_zfs::SendBase::Snapshot(base.name.clone())),
+                    intermediates: true,
+                    flags: ex.job.flags,
+                };
+                return src.estimate(&req).await.ok().flatten().map(|n| n + w);
+            }
+            None
+        }
+        Plan::Resume { token } => src
+            .estimate(&tandem_zfs::SendRequest::Resume {
+                token: token.clone(),
+            })
+            .await
+            .ok()
+            .flatten(),
+        _ => Some(0),
     }
 }

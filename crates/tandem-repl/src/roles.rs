@@ -13,6 +13,7 @@
 use tandem_zfs::{Dataset, Generation};
 
 use crate::job::{Endpoint, Job};
+use crate::state::{Direction, JobState};
 
 /// A job's direction as the marks say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +128,31 @@ pub fn believes_primary(job: &Job, node: &str, local: Option<&Dataset>) -> bool 
     match local {
         Some(d) => mark_of(job, d).primary == node,
         None => job.source.node == node,
+    }
+}
+
+/// The primary as one machine can tell without asking the other end: the
+/// highest of its own datasets' marks and of the generation its state
+/// recorded (a cycle that saw both ends records what it saw). For
+/// `status`, which never waits for a remote node.
+pub fn known_primary(job: &Job, local: &[&Dataset], st: Option<&JobState>) -> Generation {
+    let best = local
+        .iter()
+        .map(|d| mark_of(job, d))
+        .max_by_key(|m| m.number);
+    let recorded = st.map(|st| Generation {
+        job: job.name.to_string(),
+        number: st.generation,
+        primary: match st.direction {
+            Direction::Forward => job.source.node.clone(),
+            Direction::Reverse => job.target.node.clone(),
+        },
+    });
+    match (best, recorded) {
+        (Some(b), Some(s)) if s.number > b.number => s,
+        (Some(b), _) => b,
+        (None, Some(s)) => s,
+        (None, None) => job.unmarked(),
     }
 }
 

@@ -9,9 +9,7 @@
 
 #![forbid(unsafe_code)]
 
-mod backend;
 mod cmd;
-mod config;
 mod ha;
 mod output;
 
@@ -285,7 +283,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let path = config::Config::path_from(cli.config.as_deref());
+    let path = tandem_config::Config::path_from(cli.config.as_deref());
     let result = rt.block_on(async {
         match cli.command {
             Command::Run {

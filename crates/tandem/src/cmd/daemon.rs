@@ -33,7 +33,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::{load, me};
-use crate::config::Config;
+use tandem_config::Config;
 
 /// How often running transfers are logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(30);
@@ -43,7 +43,7 @@ const STOP_GRACE: Duration = Duration::from_secs(30);
 
 struct Loaded {
     cfg: Config,
-    nodes: Arc<BTreeMap<String, crate::backend::NodeZfs>>,
+    nodes: Arc<BTreeMap<String, tandem_config::NodeZfs>>,
 }
 
 /// Every enabled job with an end on this machine; whether this end is the

@@ -20,7 +20,7 @@ use tokio::process::Command;
 
 use super::me;
 use crate::cmd::run::report_line;
-use crate::config::Config;
+use tandem_config::Config;
 
 const TEMPLATE: &str = include_str!("../demo.toml");
 

@@ -16,9 +16,10 @@ use tandem_ha::HaError;
 
 use super::fence::confirm;
 use super::load;
-use crate::ha::{env, ConfigFencer};
+use crate::ha::env;
 use crate::outln;
 use crate::output::age;
+use tandem_config::fencing::ConfigFencer;
 
 /// Exit code when the node is not confirmed off, or this node has no quorum.
 pub const EXIT_REFUSED: u8 = 3;

@@ -7,18 +7,16 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use serde::Serialize;
-use tandem_fence::level::{
-    fence_node, power_off_confirmed, power_on_confirmed, reboot_confirmed, Level,
-};
-use tandem_fence::{Check, FenceError, PowerState};
+use tandem_fence::actions::{self, Change, LevelResult};
+use tandem_fence::level::{fence_node, Level};
+use tandem_fence::PowerState;
 
-use crate::config::Config;
-use crate::ha::levels;
 use crate::outln;
+use tandem_config::fencing::levels;
+use tandem_config::Config;
 
 /// What `tandem fence` was asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,51 +54,6 @@ pub fn confirm(what: &str, node: &str, yes: bool) -> Result<()> {
         bail!("not confirmed; nothing done");
     }
     Ok(())
-}
-
-#[derive(Debug, Serialize)]
-struct LevelResult {
-    level: usize,
-    kind: &'static str,
-    device: String,
-    ok: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    state: Option<PowerState>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-    elapsed_ms: f64,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    checks: Vec<Check>,
-}
-
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1000.0 * 10.0).round() / 10.0
-}
-
-fn err_result(i: usize, l: &Level, e: &FenceError, t: Instant) -> LevelResult {
-    LevelResult {
-        level: i + 1,
-        kind: l.agent.kind(),
-        device: l.agent.device(),
-        ok: false,
-        state: None,
-        error: Some(e.to_string()),
-        elapsed_ms: ms(t.elapsed()),
-        checks: Vec::new(),
-    }
-}
-
-fn ok_result(i: usize, l: &Level, state: Option<PowerState>, t: Instant) -> LevelResult {
-    LevelResult {
-        level: i + 1,
-        kind: l.agent.kind(),
-        device: l.agent.device(),
-        ok: true,
-        state,
-        error: None,
-        elapsed_ms: ms(t.elapsed()),
-        checks: Vec::new(),
-    }
 }
 
 /// `tandem fence ACTION NODE`.
@@ -171,34 +124,13 @@ async fn fence_inner(
             })
         }
         Action::On | Action::Reboot => {
-            let what = if action == Action::On {
-                "power on"
+            let (what, change) = if action == Action::On {
+                ("power on", Change::On)
             } else {
-                "reboot"
+                ("reboot", Change::Reboot)
             };
             confirm(what, node, yes)?;
-            let mut results = Vec::new();
-            let mut ok = false;
-            for (i, l) in levels.iter().enumerate() {
-                let t = Instant::now();
-                let r = if action == Action::On {
-                    power_on_confirmed(l.agent.as_ref(), l.power_timeout, l.poll)
-                        .await
-                        .map(|_| ())
-                } else {
-                    reboot_confirmed(l.agent.as_ref(), l.power_timeout, l.poll)
-                        .await
-                        .map(|_| ())
-                };
-                match r {
-                    Ok(()) => {
-                        results.push(ok_result(i, l, Some(PowerState::On), t));
-                        ok = true;
-                        break;
-                    }
-                    Err(e) => results.push(err_result(i, l, &e, t)),
-                }
-            }
+            let (ok, results) = actions::power(&levels, change).await;
             print_results(node, what, &results, json)?;
             Ok(if ok {
                 ExitCode::SUCCESS
@@ -242,21 +174,7 @@ fn print_results(node: &str, what: &str, results: &[LevelResult], json: bool) ->
 }
 
 async fn status(node: &str, levels: &[Level], json: bool) -> Result<ExitCode> {
-    let mut results = Vec::new();
-    let mut state = None;
-    for (i, l) in levels.iter().enumerate() {
-        let t = Instant::now();
-        match l.agent.status().await {
-            Ok(s) => {
-                results.push(ok_result(i, l, Some(s), t));
-                if s != PowerState::Unknown {
-                    state = Some(s);
-                    break;
-                }
-            }
-            Err(e) => results.push(err_result(i, l, &e, t)),
-        }
-    }
+    let (state, results) = actions::status(levels).await;
     if json {
         #[derive(Serialize)]
         struct Out<'a> {
@@ -301,25 +219,7 @@ async fn status(node: &str, levels: &[Level], json: bool) -> Result<ExitCode> {
 }
 
 async fn test(node: &str, levels: &[Level], power_cycle: bool, json: bool) -> Result<ExitCode> {
-    let mut results = Vec::new();
-    for (i, l) in levels.iter().enumerate() {
-        let t = Instant::now();
-        let mut checks = l.agent.check().await;
-        if power_cycle && checks.iter().all(|c| c.ok) {
-            drill(l, &mut checks).await;
-        }
-        let ok = !checks.is_empty() && checks.iter().all(|c| c.ok);
-        results.push(LevelResult {
-            level: i + 1,
-            kind: l.agent.kind(),
-            device: l.agent.device(),
-            ok,
-            state: None,
-            error: None,
-            elapsed_ms: ms(t.elapsed()),
-            checks,
-        });
-    }
+    let results = actions::test(levels, power_cycle).await;
     let all_ok = results.iter().all(|r| r.ok);
     if json {
         outln!("{}", serde_json::to_string_pretty(&results)?);
@@ -355,39 +255,4 @@ async fn test(node: &str, levels: &[Level], power_cycle: bool, json: bool) -> Re
     } else {
         ExitCode::from(1)
     })
-}
-
-/// The real drill: off, verify off, on, verify on.
-async fn drill(l: &Level, checks: &mut Vec<Check>) {
-    let agent = l.agent.as_ref();
-    let t = Instant::now();
-    match power_off_confirmed(agent, l.power_timeout, l.poll).await {
-        Ok(o) => checks.push(Check::pass(
-            "power off, confirmed off",
-            format!("{o:?}"),
-            t.elapsed(),
-        )),
-        Err(e) => {
-            checks.push(Check::fail(
-                "power off, confirmed off",
-                e.to_string(),
-                t.elapsed(),
-            ));
-            return;
-        }
-    }
-    let t = Instant::now();
-    match power_on_confirmed(agent, l.power_timeout, l.poll).await {
-        Ok(_) => checks.push(Check::pass("power on, confirmed on", "on", t.elapsed())),
-        Err(FenceError::Unsupported { .. }) => checks.push(Check::pass(
-            "power on",
-            "not possible through this level; the node comes back by itself",
-            t.elapsed(),
-        )),
-        Err(e) => checks.push(Check::fail(
-            "power on, confirmed on",
-            e.to_string(),
-            t.elapsed(),
-        )),
-    }
 }

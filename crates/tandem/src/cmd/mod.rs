@@ -15,7 +15,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use tandem_repl::state::StateStore;
 
-use crate::config::Config;
+use tandem_config::Config;
 
 /// Loads the config and opens its state directory.
 pub fn load(path: &Path) -> Result<(Config, StateStore)> {

@@ -13,8 +13,9 @@ use tandem_repl::cycle::Summary;
 
 use super::fence::confirm;
 use super::load;
-use crate::ha::{env, ConfigFencer};
+use crate::ha::env;
 use crate::outln;
+use tandem_config::fencing::ConfigFencer;
 
 #[derive(Serialize)]
 #[serde(untagged)]

@@ -10,8 +10,7 @@ use serde::Serialize;
 use std::sync::Arc;
 
 use tandem_repl::clock::SystemClock;
-use tandem_repl::cycle::{roles_of, run_cycle, CycleEnv, CycleOptions, JobReport, Live};
-use tandem_repl::executor::{Executor, NotFollowing};
+use tandem_repl::cycle::{dry_run, run_cycle, CycleEnv, CycleOptions, JobReport, Live};
 use tandem_repl::job::Job;
 use tandem_repl::pipe::Meter;
 use tandem_repl::pipe::Progress;
@@ -196,49 +195,16 @@ async fn plan_job<Z: Zfs>(
     store: &dyn tandem_repl::state::Store,
     j: &Job,
 ) -> PlanRow {
-    let (Some(za), Some(zb)) = (nodes.get(&j.source.node), nodes.get(&j.target.node)) else {
-        return PlanRow::error(j, format!("job {}: a node is not configured", j.name));
-    };
-    for (z, ep) in [(za, &j.source), (zb, &j.target)] {
-        if let Err(e) = z.sync(std::slice::from_ref(&ep.dataset)).await {
-            tracing::warn!("zpool sync on {}: {e}", ep.node);
-        }
-    }
-    let lists = tokio::join!(
-        za.list(std::slice::from_ref(&j.source.dataset)),
-        zb.list(std::slice::from_ref(&j.target.dataset))
-    );
-    let (la, lb) = match lists {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => return PlanRow::error(j, e),
-    };
-    let roles = match roles_of(j, &la, &lb) {
-        Ok(r) => r,
-        Err(e) => return PlanRow::error(j, e),
-    };
-    if !roles.follower_agrees() {
-        return PlanRow::error(j, NotFollowing::of(j, &roles));
-    }
-    let spec = j.spec(&roles, &store.load(&j.name).unwrap_or_default());
-    let (sl, tl) = if roles.forward(j) { (la, lb) } else { (lb, la) };
-    let (src, tgt) = if roles.forward(j) { (za, zb) } else { (zb, za) };
-    let ex = Executor {
-        job: &spec,
-        src,
-        tgt,
-        progress: std::sync::Arc::new(Progress::default()),
-        previous_common: None,
-    };
-    match ex.plan(&sl, &tl, Utc::now()) {
-        Ok(p) => PlanRow {
+    match dry_run(nodes, store, &SystemClock, j).await {
+        Ok(d) => PlanRow {
             job: j.name.to_string(),
-            source: Some(spec.source.to_string()),
-            target: Some(spec.target.to_string()),
-            estimated_bytes: estimate(&ex, src, &p, &sl).await,
+            source: Some(d.spec.source.to_string()),
+            target: Some(d.spec.target.to_string()),
+            estimated_bytes: d.estimated_bytes,
             compress: Some(j.wire),
             rate_limit: Some(j.rate_limit),
-            summary: Some(summary(&p)),
-            plan: Some(p),
+            summary: Some(summary(&d.plan)),
+            plan: Some(d.plan),
             error: None,
         },
         Err(e) => PlanRow::error(j, e),
@@ -317,43 +283,5 @@ fn summary(p: &Plan) -> String {
         Plan::Resume { .. } => "resume the interrupted receive from its token".into(),
         Plan::UpToDate { common } => format!("up to date at {}", common.name.short()),
         Plan::Conflict(c) => format!("CONFLICT: {c}. What to do: {}", c.advice()),
-    }
-}
-
-async fn estimate<S: Zfs, T: Zfs>(
-    ex: &Executor<'_, S, T>,
-    src: &S,
-    p: &Plan,
-    sl: &tandem_zfs::Listing,
-) -> Option<u64> {
-    let ds = sl.get(&ex.job.source.dataset);
-    match p {
-        // The snapshot does not exist yet: estimate from what exists.
-        Plan::Full { .. } => ds.and_then(|d| d.referenced),
-        Plan::Incremental { base, .. } => {
-            if let (Some(d), Some(w)) = (ds, ds.and_then(|d| d.written)) {
-                // changes since the newest snapshot, plus what lies between base and it
-                let newest = d.newest()?;
-                if newest.guid == base.guid {
-                    return Some(w);
-                }
-                let req = tandem_zfs::SendRequest::Snapshot {
-                    snapshot: newest.name.clone(),
-                    from: Some(tandem_zfs::SendBase::Snapshot(base.name.clone())),
-                    intermediates: true,
-                    flags: ex.job.flags,
-                };
-                return src.estimate(&req).await.ok().flatten().map(|n| n + w);
-            }
-            None
-        }
-        Plan::Resume { token } => src
-            .estimate(&tandem_zfs::SendRequest::Resume {
-                token: token.clone(),
-            })
-            .await
-            .ok()
-            .flatten(),
-        _ => Some(0),
     }
 }

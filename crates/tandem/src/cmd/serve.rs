@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 
-use crate::config::Config;
+use tandem_config::Config;
 
 /// `tandem serve --stdio`.
 pub async fn serve_stdio(path: &Path, peer: Option<String>) -> Result<ExitCode> {

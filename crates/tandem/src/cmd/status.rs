@@ -12,10 +12,10 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tandem_fence::watchdog::daemon::StatusFile;
-use tandem_repl::job::{Endpoint, Job};
-use tandem_repl::roles::mark_of;
-use tandem_repl::state::{Direction, JobState};
-use tandem_zfs::{Generation, Listing, Zfs};
+use tandem_repl::job::Endpoint;
+use tandem_repl::roles::known_primary;
+use tandem_repl::state::JobState;
+use tandem_zfs::{Dataset, Listing, Zfs};
 
 use super::load;
 use crate::output::{age, bytes};
@@ -63,34 +63,6 @@ pub struct Row {
     pub promoted: Option<tandem_repl::state::Promotion>,
 }
 
-/// The job's primary as this machine can tell: the highest of its local
-/// datasets' marks and the generation its state recorded.
-fn primary_of(j: &Job, st: Option<&JobState>, local: &BTreeMap<String, Listing>) -> Generation {
-    let mut best: Option<Generation> = None;
-    for ep in [&j.source, &j.target] {
-        if let Some(d) = local.get(&ep.node).and_then(|l| l.get(&ep.dataset)) {
-            let m = mark_of(j, d);
-            if best.as_ref().is_none_or(|b| m.number > b.number) {
-                best = Some(m);
-            }
-        }
-    }
-    let from_state = st.map(|st| Generation {
-        job: j.name.to_string(),
-        number: st.generation,
-        primary: match st.direction {
-            Direction::Forward => j.source.node.clone(),
-            Direction::Reverse => j.target.node.clone(),
-        },
-    });
-    match (best, from_state) {
-        (Some(b), Some(s)) if s.number > b.number => s,
-        (Some(b), _) => b,
-        (None, Some(s)) => s,
-        (None, None) => j.unmarked(),
-    }
-}
-
 /// `tandem status [--json]`.
 pub async fn status(path: &Path, json: bool) -> Result<ExitCode> {
     let (cfg, store) = load(path)?;
@@ -121,7 +93,11 @@ pub async fn status(path: &Path, json: bool) -> Result<ExitCode> {
             Ok(st) => (st, None),
             Err(e) => (JobState::default(), Some(e.to_string())),
         };
-        let g = primary_of(j, corrupt.is_none().then_some(&st), &local);
+        let mine: Vec<&Dataset> = [&j.source, &j.target]
+            .into_iter()
+            .filter_map(|ep| local.get(&ep.node).and_then(|l| l.get(&ep.dataset)))
+            .collect();
+        let g = known_primary(j, &mine, corrupt.is_none().then_some(&st));
         let (source, target): (&Endpoint, &Endpoint) = if g.primary == j.target.node {
             (&j.target, &j.source)
         } else {

@@ -1,12 +1,11 @@
-//! The configuration file (TOML): nodes, jobs and this node's watchdog.
-//! Parsed strictly (unknown keys are errors), then validated as a whole;
-//! every error names the file and the key or job at fault.
+//! The configuration file (TOML): nodes, jobs, this node's watchdog and
+//! quorum. Parsed strictly (unknown keys are errors), then validated as a
+//! whole; every error names the file and the key or job at fault.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use std::sync::Arc;
 use tandem_repl::job::{Endpoint, Job, JobHooks};
@@ -21,6 +20,7 @@ use tandem_peer::tls::{TlsConnector, TlsFiles};
 use tandem_zfs::{CliZfs, DatasetName, SendFlags, SshTarget, Transport, WireCompress};
 
 use crate::backend::NodeZfs;
+use crate::ConfigError;
 
 /// Default config path.
 pub const DEFAULT_PATH: &str = "/etc/tandem/tandem.toml";
@@ -230,13 +230,13 @@ pub struct Config {
 }
 
 /// Parses "1m", "90s", "1h30m".
-pub fn parse_duration(s: &str) -> Result<Duration> {
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
-        .map_err(|e| anyhow!("{s:?} is not a duration like \"30s\", \"1m\" or \"1h\": {e}"))
+        .map_err(|e| format!("{s:?} is not a duration like \"30s\", \"1m\" or \"1h\": {e}"))
 }
 
 /// Parses a byte rate: an integer, or with K/M/G suffix (powers of 1024).
-pub fn parse_rate(v: &toml::Value) -> Result<u64> {
+pub fn parse_rate(v: &toml::Value) -> Result<u64, String> {
     match v {
         toml::Value::Integer(i) if *i >= 0 => Ok(*i as u64),
         toml::Value::String(s) => {
@@ -247,7 +247,7 @@ pub fn parse_rate(v: &toml::Value) -> Result<u64> {
                         'K' => 1u64 << 10,
                         'M' => 1 << 20,
                         'G' => 1 << 30,
-                        _ => bail!("{s:?}: unknown unit {c:?} (use K, M or G)"),
+                        _ => return Err(format!("{s:?}: unknown unit {c:?} (use K, M or G)")),
                     };
                     (&s[..i], m)
                 }
@@ -256,15 +256,15 @@ pub fn parse_rate(v: &toml::Value) -> Result<u64> {
             let n: u64 = num
                 .trim()
                 .parse()
-                .map_err(|_| anyhow!("{s:?} is not a byte rate like \"0\", \"50M\" or 52428800"))?;
+                .map_err(|_| format!("{s:?} is not a byte rate like \"0\", \"50M\" or 52428800"))?;
             n.checked_mul(mult)
-                .ok_or_else(|| anyhow!("{s:?} is too large"))
+                .ok_or_else(|| format!("{s:?} is too large"))
         }
-        other => bail!("{other} is not a byte rate"),
+        other => Err(format!("{other} is not a byte rate")),
     }
 }
 
-fn parse_compress(s: &str) -> Result<WireCompress> {
+fn parse_compress(s: &str) -> Result<WireCompress, String> {
     match s {
         "none" => Ok(WireCompress::None),
         "auto" => Ok(WireCompress::Auto(1)),
@@ -273,31 +273,31 @@ fn parse_compress(s: &str) -> Result<WireCompress> {
             let level = s
                 .strip_prefix("zstd:")
                 .and_then(|l| l.parse::<i32>().ok())
-                .ok_or_else(|| anyhow!("{s:?} is not one of none, zstd, zstd:LEVEL, auto"))?;
+                .ok_or_else(|| format!("{s:?} is not one of none, zstd, zstd:LEVEL, auto"))?;
             if !(1..=19).contains(&level) {
-                bail!("zstd level {level} is outside 1..=19");
+                return Err(format!("zstd level {level} is outside 1..=19"));
             }
             Ok(WireCompress::Zstd(level))
         }
     }
 }
 
-fn parse_endpoint(s: &str, nodes: &BTreeMap<String, RawNode>) -> Result<Endpoint> {
+fn parse_endpoint(s: &str, nodes: &BTreeMap<String, RawNode>) -> Result<Endpoint, String> {
     let (node, ds) = s
         .split_once(':')
-        .ok_or_else(|| anyhow!("{s:?} must be NODE:DATASET"))?;
+        .ok_or_else(|| format!("{s:?} must be NODE:DATASET"))?;
     if !nodes.contains_key(node) {
         let known: Vec<&str> = nodes.keys().map(String::as_str).collect();
-        bail!(
+        return Err(format!(
             "node {node:?} is not defined in [nodes] (known: {})",
             if known.is_empty() {
                 "none".into()
             } else {
                 known.join(", ")
             }
-        );
+        ));
     }
-    let dataset = DatasetName::parse(ds)?;
+    let dataset = DatasetName::parse(ds).map_err(|e| e.to_string())?;
     Ok(Endpoint {
         node: node.to_owned(),
         dataset,
@@ -320,16 +320,20 @@ impl Config {
     }
 
     /// Reads and validates the file.
-    pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::parse(&text, path)
     }
 
     /// Validates config text; `path` is used in messages.
-    pub fn parse(text: &str, path: &Path) -> Result<Config> {
-        let raw: RawConfig = toml::from_str(text)
-            .map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            msg: e.to_string().trim_end().to_owned(),
+        })?;
         let mut errors = Vec::new();
         let mut nodes = BTreeMap::new();
         let local_node = raw.local_node.clone().unwrap_or_else(hostname);
@@ -537,11 +541,10 @@ impl Config {
             errors.push("[quorum] timeout and refresh must be longer than zero".into());
         }
         if !errors.is_empty() {
-            bail!(
-                "{}: invalid configuration:\n  - {}",
-                path.display(),
-                errors.join("\n  - ")
-            );
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems: errors,
+            });
         }
         Ok(Config {
             path: path.to_owned(),
@@ -563,19 +566,24 @@ impl Config {
 
     /// A ZFS backend per node: local `zfs`, `zfs` over ssh, or a remote
     /// `tandem serve` through ssh.
-    pub fn backends(&self) -> Result<BTreeMap<String, NodeZfs>> {
+    pub fn backends(&self) -> Result<BTreeMap<String, NodeZfs>, ConfigError> {
         let mut tls_client = None;
         self.nodes
             .iter()
             .map(|(n, node)| {
                 if let (Some(addr), Some(files)) = (&node.tls, &self.tls) {
                     if tls_client.is_none() {
-                        tls_client = Some(
-                            tandem_peer::tls::client_config(files)
-                                .with_context(|| format!("{}: [tls]", self.path.display()))?,
-                        );
+                        tls_client = Some(tandem_peer::tls::client_config(files).map_err(|e| {
+                            ConfigError::Tls {
+                                path: self.path.clone(),
+                                msg: e.to_string(),
+                            }
+                        })?);
                     }
-                    let config = tls_client.clone().context("TLS client configuration")?;
+                    let config = tls_client.clone().ok_or_else(|| ConfigError::Tls {
+                        path: self.path.clone(),
+                        msg: "no TLS client configuration".into(),
+                    })?;
                     let c = TlsConnector {
                         addr: addr.clone(),
                         node: n.clone(),
@@ -632,18 +640,18 @@ impl Config {
     }
 
     /// The node named `node`, or an error naming the known ones.
-    pub fn node(&self, node: &str) -> Result<&Node> {
-        self.nodes.get(node).with_context(|| {
-            format!(
-                "{}: no node named {node:?} in [nodes] (known: {})",
-                self.path.display(),
-                self.nodes.keys().cloned().collect::<Vec<_>>().join(", ")
-            )
-        })
+    pub fn node(&self, node: &str) -> Result<&Node, ConfigError> {
+        self.nodes
+            .get(node)
+            .ok_or_else(|| ConfigError::UnknownNode {
+                path: self.path.clone(),
+                node: node.to_owned(),
+                known: self.nodes.keys().cloned().collect(),
+            })
     }
 
     /// The named jobs, or all enabled jobs if `names` is empty.
-    pub fn select(&self, names: &[String]) -> Result<Vec<&Job>> {
+    pub fn select(&self, names: &[String]) -> Result<Vec<&Job>, ConfigError> {
         if names.is_empty() {
             return Ok(self.jobs.values().filter(|j| j.enabled).collect());
         }
@@ -653,16 +661,10 @@ impl Config {
                 JobName::parse(n)
                     .ok()
                     .and_then(|j| self.jobs.get(&j))
-                    .ok_or_else(|| {
-                        anyhow!(
-                            "{}: no job named {n:?} (jobs: {})",
-                            self.path.display(),
-                            self.jobs
-                                .keys()
-                                .map(|k| k.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )
+                    .ok_or_else(|| ConfigError::UnknownJob {
+                        path: self.path.clone(),
+                        job: n.clone(),
+                        known: self.jobs.keys().map(|k| k.to_string()).collect(),
                     })
             })
             .collect()
@@ -696,10 +698,9 @@ rate_limit = "50M"
 "#;
 
     fn err(text: &str) -> String {
-        format!(
-            "{:#}",
-            Config::parse(text, Path::new("/etc/t.toml")).expect_err("invalid")
-        )
+        Config::parse(text, Path::new("/etc/t.toml"))
+            .expect_err("invalid")
+            .to_string()
     }
 
     #[test]
