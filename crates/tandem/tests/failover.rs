@@ -668,3 +668,85 @@ fn reverse_on_the_new_primary_turns_the_old_one_around_over_serve() {
     assert!(!s.writable(&s.src));
     assert_eq!(s.generation(&s.src), "j 1 dst");
 }
+
+/// A running daemon reads the job's direction from the marks at every run:
+/// dst's daemon leaves the job to src's while src is the primary, and
+/// replicates dst -> src by itself after a switchover made on src, without
+/// a restart or a reload.
+#[test]
+fn a_daemon_picks_up_a_switchover_made_elsewhere_without_a_restart() {
+    let Some(s) = Scenario::with(Fence::Bmc, "interval = \"1s\"", 1, SrcFromDst::Serve) else {
+        return;
+    };
+    let log = s.dir.path().join("dst-daemon.log");
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .arg("--config")
+        .arg(&s.dst_cfg)
+        .arg("daemon")
+        .env("TANDEM_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // src is the primary: dst's daemon only follows.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let on_src_before = snaps(&s.src);
+    let o = s.as_src(&["reverse", "j", "--switchover", "--yes"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    std::fs::write(mnt(&s.dst).join("after-switchover"), b"on dst\n").unwrap();
+    let t = std::time::Instant::now();
+    loop {
+        drop_caches();
+        if mnt(&s.src).join("after-switchover").exists() {
+            break;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(60),
+            "dst's daemon never replicated after the switchover:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = daemon.wait();
+    let daemon_log = std::fs::read_to_string(&log).unwrap();
+    assert!(daemon_log.contains("cycle ok"), "{daemon_log}");
+    assert_ne!(snaps(&s.src), on_src_before, "src received from dst");
+    assert_replica(&s.dst, &s.src);
+    eprintln!(
+        "dst's daemon replicated dst -> src {:.1?} after the switchover",
+        t.elapsed()
+    );
+}
+
+/// One job's corrupt state file: failover still promotes it (from the
+/// marks), moves the file aside and says so.
+#[test]
+fn a_corrupt_state_file_does_not_stop_a_failover() {
+    let Some(s) = Scenario::new(Fence::Bmc, "", 1) else {
+        return;
+    };
+    let state = s.dir.path().join("dst-state/jobs/j.json");
+    std::fs::create_dir_all(state.parent().unwrap()).unwrap();
+    std::fs::write(&state, b"{\"direction\": ").unwrap();
+    let o = s.as_dst(&["failover", "src", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["jobs"][0]["outcome"], "promoted", "{v}");
+    let w = v["jobs"][0]["warnings"][0].as_str().unwrap();
+    assert!(
+        w.contains("was corrupt") && w.contains("moved aside"),
+        "{w}"
+    );
+    assert!(s.writable(&s.dst));
+    let kept: Vec<_> = std::fs::read_dir(state.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("corrupt"))
+        .collect();
+    assert_eq!(kept.len(), 1, "the corrupt file is kept for a look");
+}
