@@ -82,6 +82,39 @@ impl<Z: Zfs> Env<'_, Z> {
         })
     }
 
+    /// An engine's progress record of `kind` for `job`, if one was left.
+    pub fn read_progress<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: &'static str,
+        job: &tandem_repl::naming::JobName,
+    ) -> Result<Option<T>, HaError> {
+        match self.store.read_record(kind, job)? {
+            None => Ok(None),
+            Some(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| HaError::Progress {
+                    job: job.to_string(),
+                    kind,
+                    why: e.to_string(),
+                }),
+        }
+    }
+
+    /// Records an engine's progress, durably.
+    pub fn write_progress<T: serde::Serialize>(
+        &self,
+        kind: &'static str,
+        job: &tandem_repl::naming::JobName,
+        progress: &T,
+    ) -> Result<(), HaError> {
+        let body = serde_json::to_vec_pretty(progress).map_err(|e| HaError::Progress {
+            job: job.to_string(),
+            kind,
+            why: e.to_string(),
+        })?;
+        Ok(self.store.write_record(kind, job, &body)?)
+    }
+
     /// Asks for quorum: `Ok` with what was said when this node may act
     /// (quorate, or in no cluster), [`HaError::NoQuorum`] otherwise.
     pub async fn require_quorum(&self) -> Result<Quorum, HaError> {

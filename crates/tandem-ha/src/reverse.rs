@@ -78,17 +78,14 @@ pub struct ReversePlan {
     pub changes_follower: bool,
 }
 
-fn read_progress<Z: Zfs>(env: &Env<'_, Z>, job: &Job) -> Result<Option<Progress>, HaError> {
-    match env.store.read_record(PROGRESS, &job.name)? {
-        None => Ok(None),
-        Some(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| HaError::Progress {
-                job: job.name.to_string(),
-                kind: PROGRESS,
-                why: e.to_string(),
-            }),
-    }
+/// `ep`'s dataset, which must exist.
+async fn existing<Z: Zfs>(env: &Env<'_, Z>, job: &Job, ep: &Endpoint) -> Result<Dataset, HaError> {
+    listed(env, ep)
+        .await?
+        .ok_or_else(|| HaError::DatasetMissing {
+            job: job.name.to_string(),
+            dataset: ep.clone(),
+        })
 }
 
 async fn listed<Z: Zfs>(env: &Env<'_, Z>, ep: &Endpoint) -> Result<Option<Dataset>, HaError> {
@@ -116,7 +113,7 @@ async fn look<Z: Zfs>(
 
 /// What `reverse` would do, without changing anything.
 pub async fn plan<Z: Zfs>(env: &Env<'_, Z>, job: &Job) -> Result<ReversePlan, HaError> {
-    let progress = read_progress(env, job)?;
+    let progress = env.read_progress::<Progress>(PROGRESS, &job.name)?;
     let (roles, _, _) = look(env, job).await?;
     if progress.is_none() && roles.follower_agrees() && roles.generation.number == 0 {
         return Err(HaError::NeverFailedOver {
@@ -136,7 +133,7 @@ pub async fn reverse<Z: Zfs>(env: &Env<'_, Z>, job: &Job) -> Result<ReverseRepor
         .store
         .lock("job", job.name.as_str(), &env.me, env.lock_wait)
         .await?;
-    let progress = read_progress(env, job)?;
+    let progress = env.read_progress::<Progress>(PROGRESS, &job.name)?;
     let (roles, dp, d_o) = look(env, job).await?;
     let (p, o) = (roles.primary.clone(), roles.follower.clone());
     let dp = dp.ok_or_else(|| HaError::DatasetMissing {
@@ -201,12 +198,7 @@ pub async fn reverse<Z: Zfs>(env: &Env<'_, Z>, job: &Job) -> Result<ReverseRepor
             zo.create_container(&container)
                 .await
                 .map_err(zerr(&o.node))?;
-            let body = serde_json::to_vec_pretty(&pr).map_err(|e| HaError::Progress {
-                job: job.name.to_string(),
-                kind: PROGRESS,
-                why: e.to_string(),
-            })?;
-            env.store.write_record(PROGRESS, &job.name, &body)?;
+            env.write_progress(PROGRESS, &job.name, &pr)?;
             env.host.step("recorded")?;
             pr
         }
@@ -238,12 +230,7 @@ pub async fn reverse<Z: Zfs>(env: &Env<'_, Z>, job: &Job) -> Result<ReverseRepor
             .map_err(zerr(&o.node))?;
         env.host.step("cloned")?;
     }
-    let rebuilt = listed(env, &o)
-        .await?
-        .ok_or_else(|| HaError::DatasetMissing {
-            job: job.name.to_string(),
-            dataset: o.clone(),
-        })?;
+    let rebuilt = existing(env, job, &o).await?;
     if rebuilt
         .origin
         .as_ref()
@@ -253,12 +240,7 @@ pub async fn reverse<Z: Zfs>(env: &Env<'_, Z>, job: &Job) -> Result<ReverseRepor
         env.host.step("promoted")?;
     }
     // The rebuilt follower must have the base with its GUID.
-    let rebuilt = listed(env, &o)
-        .await?
-        .ok_or_else(|| HaError::DatasetMissing {
-            job: job.name.to_string(),
-            dataset: o.clone(),
-        })?;
+    let rebuilt = existing(env, job, &o).await?;
     if rebuilt.by_guid(pr.base).is_none() {
         return Err(HaError::RebuildLacksBase {
             job: job.name.to_string(),

@@ -59,28 +59,6 @@ pub struct SwitchoverReport {
     pub ok: bool,
 }
 
-fn read_progress<Z: Zfs>(env: &Env<'_, Z>, job: &Job) -> Result<Option<Progress>, HaError> {
-    match env.store.read_record(PROGRESS, &job.name)? {
-        None => Ok(None),
-        Some(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| HaError::Progress {
-                job: job.name.to_string(),
-                kind: PROGRESS,
-                why: e.to_string(),
-            }),
-    }
-}
-
-fn write_progress<Z: Zfs>(env: &Env<'_, Z>, job: &Job, pr: &Progress) -> Result<(), HaError> {
-    let body = serde_json::to_vec_pretty(pr).map_err(|e| HaError::Progress {
-        job: job.name.to_string(),
-        kind: PROGRESS,
-        why: e.to_string(),
-    })?;
-    Ok(env.store.write_record(PROGRESS, &job.name, &body)?)
-}
-
 async fn hook<Z: Zfs>(
     env: &Env<'_, Z>,
     job: &Job,
@@ -108,7 +86,7 @@ async fn hook<Z: Zfs>(
 /// The endpoints of a planned switchover, for the confirmation: (current
 /// primary, new primary).
 pub async fn plan<Z: Zfs>(env: &Env<'_, Z>, job: &Job) -> Result<(Endpoint, Endpoint), HaError> {
-    if let Some(pr) = read_progress(env, job)? {
+    if let Some(pr) = env.read_progress::<Progress>(PROGRESS, &job.name)? {
         return Ok((pr.from, pr.to));
     }
     let (roles, _) = roles(env, job).await?;
@@ -140,7 +118,7 @@ pub async fn switchover<Z: Zfs>(env: &Env<'_, Z>, job: &Job) -> Result<Switchove
             .lock("job", job.name.as_str(), &env.me, env.lock_wait)
             .await?,
     );
-    let mut pr = match read_progress(env, job)? {
+    let mut pr = match env.read_progress::<Progress>(PROGRESS, &job.name)? {
         Some(pr) => pr,
         None => {
             let (roles, both) = roles(env, job).await?;
@@ -182,7 +160,7 @@ pub async fn switchover<Z: Zfs>(env: &Env<'_, Z>, job: &Job) -> Result<Switchove
                 &pr,
             )
             .await?;
-            write_progress(env, job, &pr)?;
+            env.write_progress(PROGRESS, &job.name, &pr)?;
             env.host.step("recorded")?;
             pr
         }
@@ -218,7 +196,7 @@ pub async fn switchover<Z: Zfs>(env: &Env<'_, Z>, job: &Job) -> Result<Switchove
         }
         summary = Some(s);
         pr.synced = true;
-        write_progress(env, job, &pr)?;
+        env.write_progress(PROGRESS, &job.name, &pr)?;
         env.host.step("synced")?;
     }
     let value = pr.generation.to_string();

@@ -116,21 +116,16 @@ where
             write_msg(&mut w, &Response::Error(e)).await?;
             return Ok(());
         }
-        if let Err(why) = policy.check(&req) {
-            tracing::warn!(%peer, op = req.op(), "refused: {why}");
-            write_msg(
-                &mut w,
-                &Response::Error(WireError {
-                    kind: "Denied".into(),
-                    cmd: format!("[{node}] {}", req.op()),
-                    msg: why,
-                }),
-            )
-            .await?;
-            continue;
-        }
-        if let Err(why) = check_generation(zfs, &req, node).await {
-            tracing::warn!(%peer, op = req.op(), "refused by the generation guard: {why}");
+        // Authorization, then the generation guard: both before any change.
+        let refused = match policy.check(&req) {
+            Err(why) => Some(("refused", why)),
+            Ok(()) => check_generation(zfs, &req, node)
+                .await
+                .err()
+                .map(|why| ("refused by the generation guard", why)),
+        };
+        if let Some((by, why)) = refused {
+            tracing::warn!(%peer, op = req.op(), "{by}: {why}");
             write_msg(
                 &mut w,
                 &Response::Error(WireError {
