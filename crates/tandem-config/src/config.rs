@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use std::sync::Arc;
-use tandem_repl::job::{Endpoint, Job, JobHooks};
+use tandem_repl::job::{
+    Endpoint, FailoverMode, Guest, Job, JobHooks, DEFAULT_FAILOVER_DELAY, DEFAULT_HOOK_TIMEOUT,
+};
 use tandem_repl::naming::JobName;
 
 use tandem_fence::config::LevelConfig;
@@ -164,6 +166,14 @@ struct RawJob {
     embedded: bool,
     switchover_stop: Option<String>,
     switchover_start: Option<String>,
+    #[serde(default)]
+    failover: FailoverMode,
+    failover_delay: Option<String>,
+    on_promote: Option<String>,
+    on_promote_timeout: Option<String>,
+    on_test: Option<String>,
+    on_test_timeout: Option<String>,
+    guest: Option<String>,
 }
 
 fn default_interval() -> String {
@@ -493,8 +503,52 @@ impl Config {
             let rate = parse_rate(&j.rate_limit)
                 .map_err(|e| errors.push(format!("[{key}] rate_limit: {e}")))
                 .ok();
-            let (Some(source), Some(target), Some(interval), Some(wire), Some(rate_limit)) =
-                (source, target, interval, compress, rate)
+            let mut opt_duration = |k: &str, v: &Option<String>, default: Duration| match v {
+                None => Some(default),
+                Some(v) => parse_duration(v)
+                    .map_err(|e| errors.push(format!("[{key}] {k}: {e}")))
+                    .ok(),
+            };
+            let failover_delay =
+                opt_duration("failover_delay", &j.failover_delay, DEFAULT_FAILOVER_DELAY);
+            let on_promote_timeout = opt_duration(
+                "on_promote_timeout",
+                &j.on_promote_timeout,
+                DEFAULT_HOOK_TIMEOUT,
+            );
+            let on_test_timeout =
+                opt_duration("on_test_timeout", &j.on_test_timeout, DEFAULT_HOOK_TIMEOUT);
+            let guest = match j.guest.as_deref().map(Guest::parse).transpose() {
+                Ok(g) => g,
+                Err(e) => {
+                    errors.push(format!("[{key}] guest: {e}"));
+                    None
+                }
+            };
+            for (k, v) in [("on_promote", &j.on_promote), ("on_test", &j.on_test)] {
+                if v.as_deref().is_some_and(|c| c.trim().is_empty()) {
+                    errors.push(format!("[{key}] {k} is empty: leave it out for no hook"));
+                }
+            }
+            let (
+                Some(source),
+                Some(target),
+                Some(interval),
+                Some(wire),
+                Some(rate_limit),
+                Some(failover_delay),
+                Some(on_promote_timeout),
+                Some(on_test_timeout),
+            ) = (
+                source,
+                target,
+                interval,
+                compress,
+                rate,
+                failover_delay,
+                on_promote_timeout,
+                on_test_timeout,
+            )
             else {
                 continue;
             };
@@ -533,7 +587,14 @@ impl Config {
                     hooks: JobHooks {
                         switchover_stop: j.switchover_stop.clone(),
                         switchover_start: j.switchover_start.clone(),
+                        on_promote: j.on_promote.clone(),
+                        on_promote_timeout,
+                        on_test: j.on_test.clone(),
+                        on_test_timeout,
                     },
+                    failover: j.failover,
+                    failover_delay,
+                    guest,
                 },
             );
         }

@@ -116,6 +116,20 @@ pub struct Votes {
     /// The names of the nodes in this partition (corosync's `Name`
     /// column: the `name` of each `nodelist` entry), this node included.
     pub members: Vec<String>,
+    /// votequorum's `two_node` is on: each of two nodes stays quorate
+    /// alone, so a cut link makes each side see the other die.
+    pub two_node: bool,
+    /// A QDevice (corosync-qnetd) is registered and alive: the
+    /// tie-breaker that makes the side it votes for the only quorate one.
+    pub qdevice: bool,
+}
+
+impl Votes {
+    /// Does quorum alone decide a split here? Not in a two-node cluster
+    /// without a QDevice: both halves of a cut link stay quorate.
+    pub fn split_safe(&self) -> bool {
+        !self.two_node || self.qdevice
+    }
 }
 
 impl std::fmt::Display for Votes {
@@ -222,6 +236,12 @@ pub trait QuorumSource: Send + Sync + fmt::Debug {
     /// The names of the nodes the cluster is configured with (corosync's
     /// `nodelist`), where known.
     fn nodelist(&self) -> Option<Vec<String>>;
+    /// Resolves when the answer of [`probe`](QuorumSource::probe) may
+    /// have changed: at a membership or quorum event where the source has
+    /// events, else after a polling interval.
+    fn changed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(tokio::time::sleep(DEFAULT_REFRESH))
+    }
 }
 
 impl QuorumSource for QuorumConfig {
@@ -237,6 +257,10 @@ impl QuorumSource for QuorumConfig {
                     })
                 })
         })
+    }
+
+    fn changed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(tokio::time::sleep(self.refresh.0))
     }
 
     fn nodelist(&self) -> Option<Vec<String>> {
@@ -404,6 +428,8 @@ pub fn parse_status(out: &str) -> Result<Option<(bool, Votes)>, String> {
         expected: 0,
         needed: None,
         members: Vec::new(),
+        two_node: false,
+        qdevice: false,
     };
     let num = |val: &str, key: &str| -> Result<u32, String> {
         // "Quorum:           2 Activity blocked": the first word counts.
@@ -447,6 +473,11 @@ pub fn parse_status(out: &str) -> Result<Option<(bool, Votes)>, String> {
                 seen_votes = true;
             }
             "Quorum" => v.needed = Some(num(val, key)?),
+            // "Flags:            2Node Quorate WaitForAll Qdevice"
+            "Flags" => {
+                v.two_node = val.split_whitespace().any(|f| f == "2Node");
+                v.qdevice = val.split_whitespace().any(|f| f == "Qdevice");
+            }
             _ => {}
         }
     }
@@ -556,6 +587,8 @@ mod tests {
                 expected: 3,
                 needed: Some(2),
                 members: vec!["n1".into(), "n2".into(), "n3".into()],
+                two_node: false,
+                qdevice: false,
             }
         );
         let (q, v) = parse_status(TWO_OF_THREE).expect("ok").expect("status");

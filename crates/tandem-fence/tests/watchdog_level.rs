@@ -49,6 +49,8 @@ fn votes(members: &[&str]) -> Votes {
         expected: 3,
         needed: Some(2),
         members: members.iter().map(|m| m.to_string()).collect(),
+        two_node: false,
+        qdevice: false,
     }
 }
 

@@ -30,13 +30,92 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
-/// Shell commands run around a planned switchover (`reverse --switchover`).
+/// Shell commands a job runs around a change of primary.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobHooks {
     /// Quiesces the workload on the current primary (e.g. stops the VM).
     pub switchover_stop: Option<String>,
     /// Starts the workload on the new primary.
     pub switchover_start: Option<String>,
+    /// Starts the workload on this node after a failover promoted it
+    /// (`on_promote`): run by the daemon's automatic failover and by
+    /// `tandem failover`. Its failure is reported, never undoes the
+    /// promotion.
+    pub on_promote: Option<String>,
+    /// How long `on_promote` may run before it is killed.
+    pub on_promote_timeout: Duration,
+    /// Checks the replicas without touching them (`on_test`): run by
+    /// `tandem failover --test` against clones of the newest replicated
+    /// snapshots.
+    pub on_test: Option<String>,
+    /// How long `on_test` may run before it is killed.
+    pub on_test_timeout: Duration,
+}
+
+/// Default `on_promote_timeout` and `on_test_timeout`.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Who promotes a job's replica when its primary node dies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailoverMode {
+    /// An operator, with `tandem failover NODE`.
+    #[default]
+    Manual,
+    /// The daemon on the replica's node, once the primary has been out of
+    /// the quorate membership for the job's `failover_delay` and is fenced.
+    Auto,
+}
+
+/// Default `failover_delay`.
+pub const DEFAULT_FAILOVER_DELAY: Duration = Duration::from_secs(10);
+
+/// The Proxmox guest a job carries, for hooks and for the check against
+/// PVE's own HA manager (`guest = "vm:1001"` or `"ct:1001"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Guest {
+    /// A VM (`qemu-server`) or a container (`lxc`).
+    pub kind: GuestKind,
+    /// Its VMID.
+    pub vmid: u32,
+}
+
+/// A Proxmox guest's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuestKind {
+    /// `qm`, configs in `qemu-server/`, `vm:` in `ha/resources.cfg`.
+    Vm,
+    /// `pct`, configs in `lxc/`, `ct:` in `ha/resources.cfg`.
+    Ct,
+}
+
+impl Guest {
+    /// Parses `vm:1001` or `ct:1001` (PVE's own spelling of a service ID).
+    pub fn parse(s: &str) -> Result<Guest, String> {
+        let bad = || format!("{s:?} is not a Proxmox guest like \"vm:1001\" or \"ct:1001\"");
+        let (k, id) = s.trim().split_once(':').ok_or_else(bad)?;
+        let kind = match k {
+            "vm" => GuestKind::Vm,
+            "ct" => GuestKind::Ct,
+            _ => return Err(bad()),
+        };
+        let vmid: u32 = id.parse().map_err(|_| bad())?;
+        if !(100..=999_999_999).contains(&vmid) {
+            return Err(format!("{s:?}: a VMID is between 100 and 999999999"));
+        }
+        Ok(Guest { kind, vmid })
+    }
+}
+
+impl std::fmt::Display for Guest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let k = match self.kind {
+            GuestKind::Vm => "vm",
+            GuestKind::Ct => "ct",
+        };
+        write!(f, "{k}:{}", self.vmid)
+    }
 }
 
 /// A replication job as configured.
@@ -61,8 +140,15 @@ pub struct Job {
     pub enabled: bool,
     /// Extra `zfs send` flags.
     pub flags: SendFlags,
-    /// Switchover hooks.
+    /// Hooks.
     pub hooks: JobHooks,
+    /// Who fails it over.
+    pub failover: FailoverMode,
+    /// With `failover = "auto"`: how long its primary must stay out of
+    /// this node's quorate membership before it is fenced.
+    pub failover_delay: Duration,
+    /// The Proxmox guest it carries, if any.
+    pub guest: Option<Guest>,
 }
 
 impl Job {

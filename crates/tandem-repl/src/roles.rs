@@ -177,6 +177,9 @@ mod tests {
             enabled: true,
             flags: SendFlags::default(),
             hooks: Default::default(),
+            failover: Default::default(),
+            failover_delay: crate::job::DEFAULT_FAILOVER_DELAY,
+            guest: None,
         }
     }
 

@@ -62,6 +62,8 @@ impl QuorumSource for SimQuorum {
                 expected: w.nodes.len() as u32,
                 needed: Some(w.nodes.len() as u32 / 2 + 1),
                 members: members.into_iter().collect(),
+                two_node: false,
+                qdevice: false,
             };
             Ok(if quorate {
                 Quorum::Quorate(v)

@@ -149,6 +149,9 @@ pub fn job(name: &str, source: Endpoint, target: Endpoint) -> Option<Job> {
         enabled: true,
         flags: SendFlags::default(),
         hooks: JobHooks::default(),
+        failover: Default::default(),
+        failover_delay: tandem_repl::job::DEFAULT_FAILOVER_DELAY,
+        guest: None,
     })
 }
 
@@ -205,6 +208,7 @@ impl Scenario {
                     job.hooks = JobHooks {
                         switchover_stop: Some("stop".into()),
                         switchover_start: Some("start".into()),
+                        ..JobHooks::default()
                     };
                 }
                 _ => return Err(err("unknown setup line")),
