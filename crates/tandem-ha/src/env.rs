@@ -22,10 +22,12 @@ pub trait Fencer: Send + Sync {
     fn fence<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<FenceReport, String>>;
 }
 
-/// One run of a job's hook command.
+/// One run of a job's hook command. Its fields reach the command as
+/// environment variables.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookCall {
-    /// Which hook (`switchover_stop`, `switchover_start`).
+    /// Which hook (`switchover_stop`, `switchover_start`, `on_promote`,
+    /// `on_test`).
     pub hook: &'static str,
     /// The shell command.
     pub command: String,
@@ -35,6 +37,51 @@ pub struct HookCall {
     pub from: String,
     /// `TANDEM_TO`: the new primary.
     pub to: String,
+    /// `TANDEM_SNAPSHOT`: the snapshot promoted (or cloned), where there
+    /// is one.
+    pub snapshot: Option<String>,
+    /// `TANDEM_DATASETS`, space-separated: the datasets the workload runs
+    /// from (the promoted replicas, or the clones of a test).
+    pub datasets: Vec<String>,
+    /// `TANDEM_GUEST` (`vm:1001`), where the job names its Proxmox guest.
+    pub guest: Option<String>,
+    /// Killed (its whole process group) after this long; `None`: no limit.
+    pub timeout: Option<Duration>,
+}
+
+impl HookCall {
+    /// A call of `hook` with no snapshot, datasets, guest or timeout.
+    pub fn new(hook: &'static str, command: &str, job: &str, from: &str, to: &str) -> HookCall {
+        HookCall {
+            hook,
+            command: command.to_owned(),
+            job: job.to_owned(),
+            from: from.to_owned(),
+            to: to.to_owned(),
+            snapshot: None,
+            datasets: Vec::new(),
+            guest: None,
+            timeout: None,
+        }
+    }
+
+    /// The environment the command gets.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let mut v = vec![
+            ("TANDEM_HOOK", self.hook.to_owned()),
+            ("TANDEM_JOB", self.job.clone()),
+            ("TANDEM_FROM", self.from.clone()),
+            ("TANDEM_TO", self.to.clone()),
+            ("TANDEM_DATASETS", self.datasets.join(" ")),
+        ];
+        if let Some(s) = &self.snapshot {
+            v.push(("TANDEM_SNAPSHOT", s.clone()));
+        }
+        if let Some(g) = &self.guest {
+            v.push(("TANDEM_GUEST", g.clone()));
+        }
+        v
+    }
 }
 
 /// What the engines ask of the machine they run on, beyond ZFS.

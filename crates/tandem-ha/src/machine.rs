@@ -21,22 +21,7 @@ impl Host for Machine {
     }
 
     fn run_hook<'a>(&'a self, call: &'a HookCall) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move {
-            let st = tokio::process::Command::new("sh")
-                .arg("-c")
-                .arg(&call.command)
-                .env("TANDEM_JOB", &call.job)
-                .env("TANDEM_FROM", &call.from)
-                .env("TANDEM_TO", &call.to)
-                .status()
-                .await
-                .map_err(|e| format!("{:?}: {e}", call.command))?;
-            if st.success() {
-                Ok(())
-            } else {
-                Err(format!("{:?} exited with {st}", call.command))
-            }
-        })
+        Box::pin(run_hook(call))
     }
 
     /// `TANDEM_TEST_CRASH_AFTER=STEP` makes the process exit(99) right
@@ -48,6 +33,101 @@ impl Host for Machine {
         }
         Ok(())
     }
+}
+
+/// How many of a hook's last output lines an error quotes.
+const HOOK_TAIL: usize = 5;
+
+/// Runs `sh -c COMMAND` in its own process group with the call's
+/// environment; every line it prints is logged (job and hook named), and
+/// after the call's timeout the whole group is killed.
+async fn run_hook(call: &HookCall) -> Result<(), String> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(&call.command)
+        .envs(call.env())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("{:?} could not be started: {e}", call.command))?;
+    let pgid = child.id().and_then(|p| i32::try_from(p).ok());
+    let tail = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+    let mut readers = Vec::new();
+    let out: Vec<Box<dyn tokio::io::AsyncRead + Unpin + Send>> = [
+        child
+            .stdout
+            .take()
+            .map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        child
+            .stderr
+            .take()
+            .map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    for r in out {
+        let (job, hook, tail) = (call.job.clone(), call.hook, tail.clone());
+        readers.push(tokio::spawn(async move {
+            let mut lines = BufReader::new(r).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                tracing::info!(job = %job, hook, "hook: {l}");
+                if let Ok(mut t) = tail.lock() {
+                    t.push_back(l);
+                    if t.len() > HOOK_TAIL {
+                        t.pop_front();
+                    }
+                }
+            }
+        }));
+    }
+    let waited = match call.timeout {
+        Some(t) => tokio::time::timeout(t, child.wait()).await.ok(),
+        None => Some(child.wait().await),
+    };
+    let status = match waited {
+        Some(s) => s.map_err(|e| format!("{:?}: {e}", call.command))?,
+        None => {
+            if let Some(pg) = pgid {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pg),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let _ = child.wait().await;
+            for r in readers {
+                r.abort();
+            }
+            return Err(format!(
+                "{:?} did not finish within {} and was killed",
+                call.command,
+                humantime_secs(call.timeout.unwrap_or_default())
+            ));
+        }
+    };
+    // Output still open in a grandchild must not hold the caller.
+    for r in readers {
+        let _ = tokio::time::timeout(Duration::from_secs(1), r).await;
+    }
+    if status.success() {
+        Ok(())
+    } else {
+        let last: Vec<String> = tail.lock().map(|t| t.iter().cloned().collect()).unwrap_or_default();
+        let mut msg = format!("{:?} exited with {status}", call.command);
+        if !last.is_empty() {
+            msg.push_str(&format!("; its last output: {}", last.join(" | ")));
+        }
+        Err(msg)
+    }
+}
+
+fn humantime_secs(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
 }
 
 /// The `zfs receive` processes on this machine whose target is `ds`.

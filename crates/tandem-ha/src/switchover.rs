@@ -69,13 +69,18 @@ async fn hook<Z: Zfs>(
     let Some(command) = command else {
         return Ok(());
     };
-    let call = HookCall {
+    let mut call = HookCall::new(
         hook,
-        command: command.clone(),
-        job: job.name.to_string(),
-        from: pr.from.node.clone(),
-        to: pr.to.node.clone(),
-    };
+        command,
+        job.name.as_str(),
+        &pr.from.node,
+        &pr.to.node,
+    );
+    call.datasets = vec![match hook {
+        "switchover_stop" => pr.from.dataset.to_string(),
+        _ => pr.to.dataset.to_string(),
+    }];
+    call.guest = job.guest.map(|g| g.to_string());
     env.host.run_hook(&call).await.map_err(|why| HaError::Hook {
         job: job.name.to_string(),
         hook,
