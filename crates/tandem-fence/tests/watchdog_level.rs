@@ -18,6 +18,8 @@ use tandem_fence::{BoxFuture, FenceAgent, FenceError, PowerAction, PowerState};
 #[derive(Debug, Clone)]
 enum Answer {
     Members(Vec<&'static str>),
+    /// Quorate by `two_node` (and whether a QDevice votes).
+    TwoNode(Vec<&'static str>, bool),
     NotQuorate,
     NoCluster,
     Fails,
@@ -60,6 +62,11 @@ impl QuorumSource for Script {
         Box::pin(async move {
             match a {
                 Answer::Members(m) => Ok(Quorum::Quorate(votes(&m))),
+                Answer::TwoNode(m, qdevice) => Ok(Quorum::Quorate(Votes {
+                    two_node: true,
+                    qdevice,
+                    ..votes(&m)
+                })),
                 Answer::NotQuorate => Ok(Quorum::NotQuorate(votes(&["a"]))),
                 Answer::NoCluster => Ok(Quorum::NoCluster {
                     reason: "no corosync.conf".into(),
@@ -165,6 +172,24 @@ async fn without_a_membership_it_refuses_and_says_why() {
             .contains("not in corosync's nodelist (a, b, c)"),
         "{e}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_nodes_without_a_qdevice_prove_nothing_by_absence() {
+    // Each half of a cut two-node cluster stays quorate: the other node
+    // never resets itself, however long it is gone.
+    let q = Script::new(Answer::TwoNode(vec!["a"], false));
+    let l = level(&q);
+    let e = l.status().await.unwrap_err();
+    assert!(matches!(e, FenceError::NoEvidence { .. }), "{e}");
+    assert!(e.to_string().contains("two-node cluster"), "{e}");
+    advance(S(600)).await;
+    assert!(l.status().await.is_err(), "never off, however long");
+    // With a QDevice the quorate side's view is evidence again.
+    q.set(Answer::TwoNode(vec!["a"], true));
+    assert_eq!(l.status().await.unwrap(), PowerState::Unknown);
+    advance(S(70)).await;
+    assert_eq!(l.status().await.unwrap(), PowerState::Off);
 }
 
 #[tokio::test(start_paused = true)]

@@ -34,6 +34,7 @@
 // returned once per command, never in a loop, so its size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod auto;
 pub mod env;
 pub mod error;
 pub mod failover;

@@ -223,6 +223,16 @@ impl WatchdogLevel {
             self.set_absent_since(None);
             return Ok(Seen::Present);
         }
+        if !votes.split_safe() {
+            // With two_node each half of a cut link stays quorate: the
+            // other node never loses quorum, never stops petting, never
+            // resets. Its absence proves nothing.
+            self.set_absent_since(None);
+            return Err(self.no_evidence(format!(
+                "this is a two-node cluster (two_node) without a QDevice: a node cut off from                  this one stays quorate and never resets itself, so its absence proves nothing;                  this level refuses (configure a QDevice, or an IPMI/AMT level for {})",
+                self.node
+            )));
+        }
         let now = tokio::time::Instant::now();
         let since = self.set_absent_since(Some(now));
         Ok(Seen::AbsentFor(now.duration_since(since)))
