@@ -110,6 +110,21 @@ pub enum JobHa {
     NotQuorate,
     /// This node is the job's primary: nothing to watch.
     Primary,
+    /// This node became the job's primary by a failover from `from`
+    /// (and its `on_promote` succeeded, or there is none).
+    Promoted {
+        /// The node failed over from.
+        from: String,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// Promoted here, but `on_promote` failed: the workload may not run.
+    HookFailed {
+        /// The node failed over from.
+        from: String,
+        /// The hook's error.
+        error: String,
+    },
     /// The primary is in this node's quorate membership.
     Watching {
         /// The primary.
@@ -159,6 +174,11 @@ pub struct JobFacts {
     pub delay: Duration,
     /// The primary by this node's copy's mark, or why it is unknown.
     pub primary: Result<String, String>,
+    /// This node's record of the promotion that made it the primary at
+    /// the current generation: from whom, when.
+    pub promoted: Option<(String, DateTime<Utc>)>,
+    /// That promotion's `on_promote` error, if it failed.
+    pub hook_error: Option<String>,
 }
 
 /// What the watcher is told at each turn.
@@ -284,7 +304,17 @@ impl Watcher {
         for j in f.jobs {
             let st = match (&j.primary, &blocked) {
                 (Err(why), _) => JobHa::Unknown { why: why.clone() },
-                (Ok(p), _) if p == &self.local => JobHa::Primary,
+                (Ok(p), _) if p == &self.local => match (&j.promoted, &j.hook_error) {
+                    (Some((from, _)), Some(error)) => JobHa::HookFailed {
+                        from: from.clone(),
+                        error: error.clone(),
+                    },
+                    (Some((from, at)), None) => JobHa::Promoted {
+                        from: from.clone(),
+                        at: *at,
+                    },
+                    _ => JobHa::Primary,
+                },
                 _ if j.mode == FailoverMode::Manual => JobHa::Manual,
                 (_, Some(b)) => b.clone(),
                 (Ok(p), None) => self.job_state(f, j, p, quorate, &mut due),
@@ -587,11 +617,34 @@ async fn job_facts<Z: Zfs>(env: &Env<'_, Z>, jobs: &[Job]) -> Vec<JobFacts> {
                 },
                 (Ok(_), None) => Err("no end here".into()),
             };
+            let (mut promoted, mut hook_error) = (None, None);
+            if primary.as_deref() == Ok(env.local) {
+                let st = env.store.load(&j.name).ok();
+                if let Some(p) = st
+                    .as_ref()
+                    .and_then(|st| {
+                        st.promoted
+                            .as_ref()
+                            .filter(|p| p.generation == st.generation)
+                    })
+                    .filter(|p| p.node == env.local)
+                {
+                    promoted = Some((p.from.clone(), p.at));
+                    hook_error = env
+                        .read_progress::<HookRecord>(HOOK_RECORD, &j.name)
+                        .ok()
+                        .flatten()
+                        .filter(|r| r.generation == p.generation && r.ok == Some(false))
+                        .map(|r| r.error.unwrap_or_default());
+                }
+            }
             JobFacts {
                 job: j.name.clone(),
                 mode: j.failover,
                 delay: j.failover_delay,
                 primary,
+                promoted,
+                hook_error,
             }
         })
         .collect()

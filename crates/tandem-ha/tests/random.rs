@@ -52,6 +52,11 @@ fn invariants_hold_over_random_fault_schedules() {
         ("watchdog resets", "its watchdog reset it"),
         ("resumed receives", "resume"),
         ("corrupt state files moved aside", "was corrupt"),
+        ("automatic failovers started", ": fencing "),
+        ("automatic workload starts", "on_promote ok"),
+        ("failed on_promote hooks", "on_promote FAILED"),
+        ("pauses", ": paused"),
+        ("idle while not quorate", "not quorate: doing nothing"),
     ];
     let mut counts = vec![0usize; kinds.len()];
     for seed in 0..n {

@@ -229,7 +229,7 @@ impl WatchdogLevel {
             // resets. Its absence proves nothing.
             self.set_absent_since(None);
             return Err(self.no_evidence(format!(
-                "this is a two-node cluster (two_node) without a QDevice: a node cut off from                  this one stays quorate and never resets itself, so its absence proves nothing;                  this level refuses (configure a QDevice, or an IPMI/AMT level for {})",
+                "this is a two-node cluster (two_node) without a QDevice: a node cut off from this one stays quorate and never resets itself, so its absence proves nothing; this level refuses (configure a QDevice, or an IPMI/AMT level for {})",
                 self.node
             )));
         }

@@ -24,6 +24,8 @@ fn job(name: &str, mode: FailoverMode, primary: &str) -> JobFacts {
         mode,
         delay: Duration::from_secs(10),
         primary: Ok(primary.into()),
+        promoted: None,
+        hook_error: None,
     }
 }
 

@@ -62,8 +62,8 @@ impl QuorumSource for SimQuorum {
                 expected: w.nodes.len() as u32,
                 needed: Some(w.nodes.len() as u32 / 2 + 1),
                 members: members.into_iter().collect(),
-                two_node: false,
-                qdevice: false,
+                two_node: w.two_node,
+                qdevice: w.qdevice && w.nodes.get(&self.node).is_some_and(|n| !n.isolated),
             };
             Ok(if quorate {
                 Quorum::Quorate(v)
@@ -311,13 +311,16 @@ impl Host for SimHost {
                     call.hook, call.job, call.from, call.to
                 ),
             );
+            if call.command == "fail" {
+                return Err("exit status 1 (the simulated hook fails)".into());
+            }
             match call.hook {
                 "switchover_stop" => {
                     if let Some(n) = w.nodes.get_mut(&call.from) {
                         n.workload.remove(&call.job);
                     }
                 }
-                "switchover_start" => {
+                "switchover_start" | "on_promote" => {
                     if let Some(n) = w.nodes.get_mut(&call.to) {
                         n.workload.insert(call.job.clone());
                     }

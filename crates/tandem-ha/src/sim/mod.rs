@@ -16,6 +16,7 @@
 //!   simulated half second;
 //! - [`random`]: random fault schedules for the property test.
 
+pub mod auto;
 pub mod check;
 pub mod cluster;
 pub mod random;

@@ -2,8 +2,10 @@
 //! levels drawn at random, every node self-fencing, and a few dozen
 //! commands — writes, daemon cycles, power and network faults, BMCs that
 //! hang, crawl or lie, failovers, reverses and switchovers (some crashed
-//! after a random step), corrupt state files, cut transfers — at random
-//! times. The same seed gives the same schedule and the same run.
+//! after a random step), corrupt state files, cut transfers, pauses — at
+//! random times. About half the jobs have `failover = "auto"` with a
+//! random delay, so every node's daemon fails them over by itself
+//! meanwhile. The same seed gives the same schedule and the same run.
 //!
 //! Outside the model, and so never drawn: an operator who vouches for a
 //! node that is running (`--confirmed-off` is given only when the node is
@@ -51,6 +53,12 @@ pub fn schedule(seed: u64) -> Scenario {
                     j.hooks.switchover_stop = Some("stop".into());
                     j.hooks.switchover_start = Some("start".into());
                 }
+                // Half the jobs fail over by themselves; a few hooks fail.
+                if r.bool() {
+                    j.failover = tandem_repl::job::FailoverMode::Auto;
+                    j.failover_delay = Duration::from_secs(r.u64(3..=30));
+                    j.hooks.on_promote = Some(if r.u8(..8) == 0 { "fail" } else { "start" }.into());
+                }
                 setup.jobs.push(j);
             }
         }
@@ -88,7 +96,7 @@ pub fn schedule(seed: u64) -> Scenario {
         let j = pick(&mut r, &jobs).to_string();
         let crash =
             |r: &mut Rng, steps: &[&str]| (r.u8(..4) == 0).then(|| pick(r, steps).to_string());
-        let c = match r.u8(..100) {
+        let c = match r.u8(..104) {
             0..=24 => Command::Write(n, j),
             25..=44 => Command::Daemon(n),
             45..=49 => Command::Power(n, false),
@@ -127,7 +135,9 @@ pub fn schedule(seed: u64) -> Scenario {
             90..=93 => Command::Switchover(n, j, crash(&mut r, &switchover_steps)),
             94..=95 => Command::Corrupt(n, j),
             96..=97 => Command::Cut(n, j),
-            _ => Command::Run(n, j),
+            98..=99 => Command::Run(n, j),
+            100..=101 => Command::Pause(n, true),
+            _ => Command::Pause(n, false),
         };
         commands.push((Duration::from_secs_f64(t), c));
     }

@@ -71,6 +71,10 @@ pub struct Setup {
     pub watchdog: BTreeMap<String, Duration>,
     /// No corosync.
     pub quorum_off: bool,
+    /// votequorum's `two_node`.
+    pub two_node: bool,
+    /// A QDevice.
+    pub qdevice: bool,
 }
 
 /// One command.
@@ -117,6 +121,8 @@ pub enum Command {
     Check,
     /// Wait for everything running.
     Wait,
+    /// `tandem ha pause` (true) or `resume` on a node.
+    Pause(String, bool),
 }
 
 /// A parsed scenario.
@@ -199,6 +205,26 @@ impl Scenario {
                         .insert(node.to_string(), Duration::from_secs(secs));
                 }
                 ("quorum", ["off"]) => s.quorum_off = true,
+                ("two_node", []) => s.two_node = true,
+                ("qdevice", []) => s.qdevice = true,
+                ("auto", [j, rest @ ..]) => {
+                    let job = s
+                        .jobs
+                        .iter_mut()
+                        .find(|x| x.name.as_str() == *j)
+                        .ok_or_else(|| err("no such job"))?;
+                    job.failover = tandem_repl::job::FailoverMode::Auto;
+                    job.hooks.on_promote = Some("start".into());
+                    for r in rest {
+                        match *r {
+                            "hook-fails" => job.hooks.on_promote = Some("fail".into()),
+                            secs => {
+                                let secs: u64 = secs.parse().map_err(|_| err("not seconds"))?;
+                                job.failover_delay = Duration::from_secs(secs);
+                            }
+                        }
+                    }
+                }
                 ("hooks", [j]) => {
                     let job = s
                         .jobs
@@ -266,6 +292,8 @@ fn parse_command(w: &[&str]) -> Option<Command> {
         ["corrupt", n, j] => Command::Corrupt(s(n), s(j)),
         ["cut", n, j] => Command::Cut(s(n), s(j)),
         ["check"] => Command::Check,
+        ["pause", n] => Command::Pause(s(n), true),
+        ["resume", n] => Command::Pause(s(n), false),
         ["wait"] => Command::Wait,
         _ => return None,
     })
@@ -322,6 +350,8 @@ impl std::fmt::Display for Command {
             Command::Corrupt(n, j) => write!(f, "corrupt {n} {j}"),
             Command::Cut(n, j) => write!(f, "cut {n} {j}"),
             Command::Check => write!(f, "check"),
+            Command::Pause(n, true) => write!(f, "pause {n}"),
+            Command::Pause(n, false) => write!(f, "resume {n}"),
             Command::Wait => write!(f, "wait"),
         }
     }
@@ -336,6 +366,14 @@ impl std::fmt::Display for Scenario {
             if j.hooks.switchover_start.is_some() {
                 writeln!(f, "hooks {}", j.name)?;
             }
+            if j.failover == tandem_repl::job::FailoverMode::Auto {
+                let fails = if j.hooks.on_promote.as_deref() == Some("fail") {
+                    " hook-fails"
+                } else {
+                    ""
+                };
+                writeln!(f, "auto {} {}{fails}", j.name, j.failover_delay.as_secs())?;
+            }
         }
         for (n, l) in &s.fence {
             writeln!(f, "fence {n} {}", l.join(" "))?;
@@ -345,6 +383,12 @@ impl std::fmt::Display for Scenario {
         }
         if s.quorum_off {
             writeln!(f, "quorum off")?;
+        }
+        if s.two_node {
+            writeln!(f, "two_node")?;
+        }
+        if s.qdevice {
+            writeln!(f, "qdevice")?;
         }
         writeln!(f)?;
         for (t, c) in &self.commands {
@@ -397,6 +441,8 @@ impl Sim {
     /// Builds the world of `setup`. Call inside a paused tokio runtime.
     pub fn new(setup: &Setup) -> Sim {
         let mut w = World::new();
+        w.two_node = setup.two_node;
+        w.qdevice = setup.qdevice;
         for n in &setup.nodes {
             let mut node = Node::new();
             node.fence = setup.fence.get(n).cloned().unwrap_or_default();
@@ -485,6 +531,26 @@ impl Sim {
                 }
             })
         };
+        let daemons: Vec<_> = if sc
+            .setup
+            .jobs
+            .iter()
+            .any(|j| j.failover == tandem_repl::job::FailoverMode::Auto)
+        {
+            sc.setup
+                .nodes
+                .iter()
+                .map(|n| {
+                    tokio::spawn(super::auto::supervise(
+                        sim.world.clone(),
+                        sim.setup.clone(),
+                        n.clone(),
+                    ))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let start = tokio::time::Instant::now();
         for (t, cmd) in &sc.commands {
             tokio::time::sleep_until(start + *t).await;
@@ -495,6 +561,12 @@ impl Sim {
         sim.exec(&Command::Check).await;
         sim.note_violations();
         ticker.abort();
+        for d in daemons {
+            d.abort();
+        }
+        for (_, t) in &lock(&sim.world).tasks {
+            t.abort();
+        }
         let w = lock(&sim.world);
         let violations = match sim.found.lock() {
             Ok(g) => g.iter().cloned().collect(),
@@ -573,6 +645,11 @@ impl Sim {
             }
             Command::Check => check(&mut w, &self.setup),
             Command::Wait => return Then::Wait,
+            Command::Pause(n, p) => {
+                if let Some(x) = w.nodes.get_mut(n) {
+                    x.ha_paused = *p;
+                }
+            }
             Command::Failover {
                 node: n,
                 dead,
@@ -728,51 +805,82 @@ fn summary_line(r: &JobReport) -> String {
     line
 }
 
+/// What a command or daemon on one node runs with: the pieces of its
+/// [`Env`].
+pub(super) struct Kit {
+    node: String,
+    nodes: BTreeMap<String, SimZfs>,
+    store: tandem_repl::state::MemStore,
+    clock: SimClock,
+    quorum: SimQuorum,
+    fencer: SimFencer,
+    host: SimHost,
+}
+
+impl Kit {
+    /// The kit of `node`; `crash`: the step after which its command dies.
+    pub(super) fn new(world: &Shared, setup: &Setup, node: &str, crash: Option<String>) -> Kit {
+        let nodes: BTreeMap<String, SimZfs> = setup
+            .nodes
+            .iter()
+            .map(|n| (n.clone(), SimZfs::new(world.clone(), node, n)))
+            .collect();
+        let store = lock(world)
+            .nodes
+            .get(node)
+            .map(|n| n.store.clone())
+            .unwrap_or_default();
+        let quorum = SimQuorum {
+            world: world.clone(),
+            node: node.to_owned(),
+            off: setup.quorum_off,
+        };
+        Kit {
+            node: node.to_owned(),
+            nodes,
+            store,
+            clock: SimClock(world.clone()),
+            fencer: SimFencer {
+                world: world.clone(),
+                node: node.to_owned(),
+                quorum: quorum.clone(),
+            },
+            quorum,
+            host: SimHost {
+                world: world.clone(),
+                node: node.to_owned(),
+                crash_after: crash,
+            },
+        }
+    }
+
+    /// The environment over the kit.
+    pub(super) fn env(&self) -> Env<'_, SimZfs> {
+        Env {
+            local: &self.node,
+            nodes: &self.nodes,
+            store: &self.store,
+            clock: &self.clock,
+            quorum: &self.quorum,
+            fencer: &self.fencer,
+            host: &self.host,
+            me: format!("sim {}", self.node),
+            lock_wait: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Runs a command on `node` with the engines, as `tandem` would there.
 async fn on_node(world: Shared, setup: Arc<Setup>, node: String, cmd: Command) {
-    let nodes: BTreeMap<String, SimZfs> = setup
-        .nodes
-        .iter()
-        .map(|n| (n.clone(), SimZfs::new(world.clone(), &node, n)))
-        .collect();
-    let store = lock(&world)
-        .nodes
-        .get(&node)
-        .map(|n| n.store.clone())
-        .unwrap_or_default();
-    let clock = SimClock(world.clone());
-    let quorum = SimQuorum {
-        world: world.clone(),
-        node: node.clone(),
-        off: setup.quorum_off,
-    };
-    let fencer = SimFencer {
-        world: world.clone(),
-        node: node.clone(),
-        quorum: quorum.clone(),
-    };
     let crash = match &cmd {
         Command::Failover { crash, .. }
         | Command::Reverse(_, _, crash)
         | Command::Switchover(_, _, crash) => crash.clone(),
         _ => None,
     };
-    let host = SimHost {
-        world: world.clone(),
-        node: node.clone(),
-        crash_after: crash,
-    };
-    let env = Env {
-        local: &node,
-        nodes: &nodes,
-        store: &store,
-        clock: &clock,
-        quorum: &quorum,
-        fencer: &fencer,
-        host: &host,
-        me: format!("sim {node}"),
-        lock_wait: Duration::from_secs(30),
-    };
+    let kit = Kit::new(&world, &setup, &node, crash);
+    let env = kit.env();
+    let (nodes, store, clock) = (&kit.nodes, &kit.store, &kit.clock);
     let job_of = |j: &str| setup.jobs.iter().find(|x| x.name.as_str() == j).cloned();
     let say = |what: String| lock(&world).say(&node, what);
     match &cmd {
@@ -781,7 +889,7 @@ async fn on_node(world: Shared, setup: Arc<Setup>, node: String, cmd: Command) {
                 Command::Run(_, j) => (job_of(j).into_iter().collect::<Vec<_>>(), None),
                 _ => {
                     let here: BTreeSet<String> = [node.clone()].into();
-                    (primary_here(&nodes, &setup.jobs, &here).await, Some(here))
+                    (primary_here(nodes, &setup.jobs, &here).await, Some(here))
                 }
             };
             let opts = CycleOptions {
@@ -792,9 +900,9 @@ async fn on_node(world: Shared, setup: Arc<Setup>, node: String, cmd: Command) {
                 only_primary: only,
             };
             let cenv = CycleEnv {
-                nodes: &nodes,
-                store: &store,
-                clock: &clock,
+                nodes,
+                store,
+                clock,
             };
             for r in run_cycle(&cenv, &jobs, &opts).await {
                 say(summary_line(&r));
@@ -806,66 +914,8 @@ async fn on_node(world: Shared, setup: Arc<Setup>, node: String, cmd: Command) {
             ..
         } => match crate::failover::failover(&env, &setup.jobs, dead, *confirmed_off).await {
             Ok(r) => {
-                if r.confirmed_by == Some(crate::failover::ConfirmedBy::Operator) {
-                    say(format!(
-                        "failover {dead}: {dead} confirmed off by the operator's word"
-                    ));
-                }
-                for j in &r.jobs {
-                    let line = match &j.outcome {
-                        Outcome::Promoted {
-                            snapshot,
-                            generation,
-                            warnings,
-                            ..
-                        } => {
-                            lock(&world)
-                                .nodes
-                                .get_mut(&node)
-                                .map(|n| n.workload.insert(j.job.clone()));
-                            let mut l = format!(
-                                "promoted {} at {} (generation {generation}); workload started",
-                                j.dataset,
-                                snapshot.rsplit('@').next().unwrap_or_default()
-                            );
-                            for w in warnings {
-                                l.push_str(&format!("; warning: {w}"));
-                            }
-                            l
-                        }
-                        Outcome::Completed { generation, .. } => {
-                            lock(&world)
-                                .nodes
-                                .get_mut(&node)
-                                .map(|n| n.workload.insert(j.job.clone()));
-                            format!("finished promoting {} (generation {generation}); workload started", j.dataset)
-                        }
-                        Outcome::AlreadyPrimary {
-                            generation,
-                            confirmed: true,
-                        } => {
-                            // The operator starts the workload where it does not run yet.
-                            lock(&world)
-                                .nodes
-                                .get_mut(&node)
-                                .map(|n| n.workload.insert(j.job.clone()));
-                            format!("already primary at generation {generation} (confirmed); nothing touched")
-                        }
-                        Outcome::AlreadyPrimary {
-                            generation,
-                            confirmed: false,
-                        } => format!(
-                            "already primary at generation {generation} as far as this node knows; nothing touched"
-                        ),
-                        Outcome::OtherPrimary {
-                            primary,
-                            generation,
-                        } => format!("its primary is {primary} (generation {generation})"),
-                        Outcome::Failed { error_kind, error } => {
-                            format!("FAILED ({error_kind}): {error}")
-                        }
-                    };
-                    say(format!("failover {dead}: {}: {line}", j.job));
+                for l in failover_lines(&world, &node, dead, &r, true) {
+                    say(l);
                 }
             }
             Err(e) => say(format!(
@@ -928,4 +978,81 @@ async fn on_node(world: Shared, setup: Arc<Setup>, node: String, cmd: Command) {
         }
         _ => {}
     }
+}
+
+/// The log lines of a failover's report. `operator`: an operator ran it
+/// and starts the workload by hand where a replica became primary (an
+/// automatic failover's hook starts it instead).
+pub(super) fn failover_lines(
+    world: &Shared,
+    node: &str,
+    dead: &str,
+    r: &crate::failover::FailoverReport,
+    operator: bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let start_workload = |job: &str| {
+        if operator {
+            lock(world)
+                .nodes
+                .get_mut(node)
+                .map(|n| n.workload.insert(job.to_owned()));
+        }
+    };
+    let started = if operator { "; workload started" } else { "" };
+
+    if r.confirmed_by == Some(crate::failover::ConfirmedBy::Operator) {
+        out.push(format!(
+            "failover {dead}: {dead} confirmed off by the operator's word"
+        ));
+    }
+    for j in &r.jobs {
+        let line = match &j.outcome {
+                        Outcome::Promoted {
+                            snapshot,
+                            generation,
+                            warnings,
+                            ..
+                        } => {
+                            start_workload(&j.job);
+                            let mut l = format!(
+                                "promoted {} at {} (generation {generation}){started}",
+                                j.dataset,
+                                snapshot.rsplit('@').next().unwrap_or_default()
+                            );
+                            for w in warnings {
+                                l.push_str(&format!("; warning: {w}"));
+                            }
+                            l
+                        }
+                        Outcome::Completed { generation, .. } => {
+                            start_workload(&j.job);
+                            format!("finished promoting {} (generation {generation}){started}", j.dataset)
+                        }
+                        Outcome::AlreadyPrimary {
+                            generation,
+                            confirmed: true,
+                        } => {
+                            // The operator starts the workload where it does not run yet.
+                            start_workload(&j.job);
+                            format!("already primary at generation {generation} (confirmed); nothing touched")
+                        }
+                        Outcome::AlreadyPrimary {
+                            generation,
+                            confirmed: false,
+                        } => format!(
+                            "already primary at generation {generation} as far as this node knows; nothing touched"
+                        ),
+                        Outcome::OtherPrimary {
+                            primary,
+                            generation,
+                        } => format!("its primary is {primary} (generation {generation})"),
+                        Outcome::Failed { error_kind, error } => {
+                            format!("FAILED ({error_kind}): {error}")
+                        }
+                    };
+        out.push(format!("failover {dead}: {}: {line}", j.job));
+    }
+
+    out
 }

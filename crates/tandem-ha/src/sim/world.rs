@@ -150,6 +150,8 @@ pub struct Node {
     pub workload: BTreeSet<String>,
     /// Fence levels, in order: `ipmi` (its BMC) or `watchdog`.
     pub fence: Vec<String>,
+    /// `tandem ha pause` was run here.
+    pub ha_paused: bool,
 }
 
 impl Node {
@@ -166,6 +168,7 @@ impl Node {
             isolated: false,
             workload: BTreeSet::new(),
             fence: Vec::new(),
+            ha_paused: false,
         }
     }
 }
@@ -222,6 +225,13 @@ pub struct World {
     pub tasks: Vec<(String, tokio::task::AbortHandle)>,
     /// Running receives: (node, dataset, task).
     pub receives: Vec<(String, DatasetName, tokio::task::AbortHandle)>,
+    /// votequorum's `two_node` (a two-node cluster stays quorate with
+    /// one node).
+    pub two_node: bool,
+    /// A QDevice: one more vote, given to one partition (the larger; on a
+    /// tie, the one with the node whose name sorts first), from the nodes
+    /// that reach it (powered on and not isolated).
+    pub qdevice: bool,
 }
 
 /// The world, shared.
@@ -257,6 +267,8 @@ impl World {
             transfer_time: Duration::from_secs(2),
             tasks: Vec::new(),
             receives: Vec::new(),
+            two_node: false,
+            qdevice: false,
         }
     }
 
@@ -330,8 +342,43 @@ impl World {
             .filter(|n| self.link(node, n))
             .cloned()
             .collect();
+        if !self.up(node) {
+            return (members, false);
+        }
+        if self.qdevice {
+            let votes = members.len() + usize::from(self.qdevice_votes_for(&members));
+            return (members, votes * 2 > self.nodes.len() + 1);
+        }
+        if self.two_node && self.nodes.len() == 2 {
+            return (members, true);
+        }
         let quorate = members.len() * 2 > self.nodes.len();
         (members, quorate)
+    }
+
+    /// Whether the QDevice gives its vote to the partition `members`.
+    fn qdevice_votes_for(&self, members: &BTreeSet<String>) -> bool {
+        let reaches = |n: &String| self.nodes.get(n).is_some_and(|x| x.power && !x.isolated);
+        if !members.iter().any(reaches) {
+            return false;
+        }
+        // Every other partition that reaches the QDevice competes.
+        let others: Vec<BTreeSet<String>> = self
+            .nodes
+            .keys()
+            .filter(|n| !members.contains(*n) && reaches(n))
+            .map(|n| {
+                self.nodes
+                    .keys()
+                    .filter(|m| self.link(n, m))
+                    .cloned()
+                    .collect()
+            })
+            .collect();
+        others.iter().all(|o| {
+            o.len() < members.len()
+                || (o.len() == members.len() && members.iter().next() < o.iter().next())
+        })
     }
 
     /// Powers a node off: its workload stops, its running commands and
