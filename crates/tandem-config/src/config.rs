@@ -45,6 +45,8 @@ struct RawConfig {
     watchdog: Option<RawWatchdog>,
     #[serde(default)]
     quorum: QuorumConfig,
+    #[serde(default)]
+    ha: tandem_ha::auto::AutoConfig,
 }
 
 /// The `[watchdog]` table: the keeper's own keys ([`KeeperConfig`], strict)
@@ -237,6 +239,8 @@ pub struct Config {
     /// How this node learns whether it has quorum (`[quorum]`): asked by
     /// `failover` and by the watchdog keeper's gate.
     pub quorum: QuorumConfig,
+    /// This node's automatic failover (`[ha]`).
+    pub ha: tandem_ha::auto::AutoConfig,
 }
 
 /// Parses "1m", "90s", "1h30m".
@@ -598,6 +602,25 @@ impl Config {
                 },
             );
         }
+        for j in jobs.values().filter(|j| j.failover == FailoverMode::Auto) {
+            if raw.quorum.mode == tandem_fence::quorum::QuorumMode::Off {
+                errors.push(format!(
+                    "[jobs.{}] failover = \"auto\" needs corosync's membership and quorum, \
+                     but [quorum] mode = \"off\" (use \"corosync\" or \"auto\", or failover = \"manual\")",
+                    j.name
+                ));
+            }
+            for ep in [&j.source, &j.target] {
+                if nodes.get(&ep.node).is_some_and(|n| n.fence.is_empty()) {
+                    errors.push(format!(
+                        "[jobs.{}] failover = \"auto\" needs fence levels for node {} \
+                         ([[nodes.{}.fence]]): a replica is promoted only once its primary is \
+                         confirmed off",
+                        j.name, ep.node, ep.node
+                    ));
+                }
+            }
+        }
         if raw.quorum.timeout.0.is_zero() || raw.quorum.refresh.0.is_zero() {
             errors.push("[quorum] timeout and refresh must be longer than zero".into());
         }
@@ -622,6 +645,7 @@ impl Config {
             }),
             watchdog: raw.watchdog.filter(|w| w.enabled).map(|w| w.keeper),
             quorum: raw.quorum,
+            ha: raw.ha,
         })
     }
 
@@ -762,6 +786,61 @@ rate_limit = "50M"
         Config::parse(text, Path::new("/etc/t.toml"))
             .expect_err("invalid")
             .to_string()
+    }
+
+    #[test]
+    fn automatic_failover_keys_and_what_they_need() {
+        use tandem_repl::job::{FailoverMode, GuestKind};
+        let trinity_fence = "[[nodes.trinity.fence]]\nkind = \"watchdog\"\n";
+        let c = Config::parse(
+            &format!(
+                "{GOOD}failover = \"auto\"\nfailover_delay = \"20s\"\non_promote = \"/usr/lib/tandem/hooks/pve-start\"\n\
+                 on_promote_timeout = \"2m\"\nguest = \"vm:1001\"\n{trinity_fence}[ha]\ntwo_node_delay = \"30s\"\n"
+            ),
+            Path::new("t.toml"),
+        )
+        .expect("valid");
+        let j = c.jobs.values().next().expect("job");
+        assert_eq!(j.failover, FailoverMode::Auto);
+        assert_eq!(j.failover_delay, Duration::from_secs(20));
+        assert_eq!(j.hooks.on_promote_timeout, Duration::from_secs(120));
+        assert_eq!(j.hooks.on_test_timeout, Duration::from_secs(300));
+        assert_eq!(
+            j.guest.map(|g| (g.kind, g.vmid)),
+            Some((GuestKind::Vm, 1001))
+        );
+        assert_eq!(c.ha.two_node_delay.0, Duration::from_secs(30));
+        assert_eq!(c.ha.retry.0, Duration::from_secs(30));
+        // Defaults: manual, 10 s.
+        let c = Config::parse(GOOD, Path::new("t.toml")).expect("valid");
+        let j = c.jobs.values().next().expect("job");
+        assert_eq!(
+            (j.failover, j.failover_delay),
+            (FailoverMode::Manual, Duration::from_secs(10))
+        );
+        // Auto needs corosync and fence levels on both ends.
+        let e = err(&format!(
+            "{GOOD}failover = \"auto\"\n{trinity_fence}[quorum]\nmode = \"off\"\n"
+        ));
+        assert!(
+            e.contains("[jobs.vm-1001] failover = \"auto\" needs corosync"),
+            "{e}"
+        );
+        let e = err(&format!("{GOOD}failover = \"auto\"\n"));
+        assert!(
+            e.contains("needs fence levels for node trinity ([[nodes.trinity.fence]])"),
+            "{e}"
+        );
+        let e = err(&format!("{GOOD}failover = \"sometimes\"\n"));
+        assert!(e.contains("sometimes"), "{e}");
+        let e = err(&format!("{GOOD}failover_delay = \"soon\"\n"));
+        assert!(e.contains("[jobs.vm-1001] failover_delay"), "{e}");
+        let e = err(&format!("{GOOD}guest = \"qemu:1001\"\n"));
+        assert!(e.contains("[jobs.vm-1001] guest"), "{e}");
+        let e = err(&format!("{GOOD}on_promote = \" \"\n"));
+        assert!(e.contains("on_promote is empty"), "{e}");
+        let e = err(&format!("{GOOD}[ha]\ntwo_node_dely = \"1s\"\n"));
+        assert!(e.contains("two_node_dely"), "{e}");
     }
 
     #[test]

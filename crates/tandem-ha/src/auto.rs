@@ -791,3 +791,111 @@ pub async fn watch<Z: Zfs>(
 
 #[cfg(test)]
 mod tests;
+
+/// The production [`Control`]: files in `STATE_DIR/ha/` — `paused` (a
+/// [`Pause`], written by `tandem ha pause`, removed by `resume`) and
+/// `status.json` (the last [`NodeHa`], read by `tandem ha status`).
+#[derive(Debug, Clone)]
+pub struct FileControl {
+    /// `STATE_DIR/ha`.
+    pub dir: std::path::PathBuf,
+}
+
+impl FileControl {
+    /// The control files under `state_dir`.
+    pub fn new(state_dir: &std::path::Path) -> FileControl {
+        FileControl {
+            dir: state_dir.join("ha"),
+        }
+    }
+
+    fn paused_path(&self) -> std::path::PathBuf {
+        self.dir.join("paused")
+    }
+
+    /// The status file.
+    pub fn status_path(&self) -> std::path::PathBuf {
+        self.dir.join("status.json")
+    }
+
+    fn write(&self, path: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, body)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Pauses automatic failover on this node (idempotent: an existing
+    /// pause is kept, with its time and reason).
+    pub fn pause(&self, by: &str, reason: Option<String>) -> std::io::Result<Pause> {
+        if let Some(p) = self.paused() {
+            return Ok(p);
+        }
+        let p = Pause {
+            at: Utc::now(),
+            by: by.to_owned(),
+            reason,
+        };
+        let body = serde_json::to_vec_pretty(&p).map_err(std::io::Error::other)?;
+        self.write(&self.paused_path(), &body)?;
+        Ok(p)
+    }
+
+    /// Resumes it; `Ok(None)` when it was not paused.
+    pub fn resume(&self) -> std::io::Result<Option<Pause>> {
+        let p = self.paused();
+        match std::fs::remove_file(self.paused_path()) {
+            Ok(()) => Ok(p),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The last status the daemon wrote, as JSON, if any.
+    pub fn read_status(&self) -> std::io::Result<Option<serde_json::Value>> {
+        match std::fs::read(self.status_path()) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(std::io::Error::other),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Control for FileControl {
+    fn paused(&self) -> Option<Pause> {
+        let b = std::fs::read(self.paused_path()).ok()?;
+        // An unreadable pause file still pauses: the operator meant it.
+        Some(serde_json::from_slice(&b).unwrap_or_else(|_| Pause {
+            at: Utc::now(),
+            by: "unknown (unreadable pause file)".into(),
+            reason: None,
+        }))
+    }
+
+    fn publish(&self, status: &NodeHa) {
+        let r = serde_json::to_vec_pretty(status)
+            .map_err(std::io::Error::other)
+            .and_then(|b| self.write(&self.status_path(), &b));
+        if let Err(e) = r {
+            tracing::warn!(file = %self.status_path().display(), "cannot write the HA status: {e}");
+        }
+    }
+
+    fn report(&self, report: &Result<AutoReport, HaError>, dead: &str) {
+        match report {
+            Ok(r) if r.failover.ok() => tracing::warn!(node = dead,
+                jobs = ?r.failover.jobs.iter().map(|j| &j.job).collect::<Vec<_>>(),
+                hooks = ?r.hooks, "automatic failover done"),
+            Ok(r) => tracing::error!(node = dead, report = ?r.failover.jobs,
+                "automatic failover: some jobs failed; trying again later"),
+            Err(e) => tracing::error!(
+                node = dead,
+                kind = e.kind(),
+                "automatic failover refused: {e}; trying again later"
+            ),
+        }
+    }
+}

@@ -112,6 +112,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// This node's automatic failover: pause it for maintenance, resume it, see it
+    Ha {
+        #[command(subcommand)]
+        what: HaCmd,
+    },
     /// Fence a node through its [[nodes.NODE.fence]] levels, or test them
     Fence {
         #[command(subcommand)]
@@ -144,6 +149,32 @@ enum Command {
         /// File holding the BMC password (mode 0600)
         #[arg(long)]
         bmc_password_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum HaCmd {
+    /// Stop all automatic failover on this node until `resume` (the daemon reads it at once)
+    Pause {
+        /// Why (shown by `ha status`)
+        #[arg(long)]
+        reason: Option<String>,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume automatic failover; every delay counts from now
+    Resume {
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Each job's HA state as the running daemon sees it (watching, primary lost
+    /// since, fencing, promoted, hook failed, paused, not quorate)
+    Status {
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -332,6 +363,11 @@ fn main() -> ExitCode {
                 yes,
                 json,
             } => cmd::reverse::reverse(&path, &job, switchover, yes, json).await,
+            Command::Ha { what } => match what {
+                HaCmd::Pause { reason, json } => cmd::ha::pause(&path, reason, json),
+                HaCmd::Resume { json } => cmd::ha::resume(&path, json),
+                HaCmd::Status { json } => cmd::ha::status(&path, json),
+            },
             Command::Fence { what } => {
                 use cmd::fence::{fence, Action};
                 match what {

@@ -78,6 +78,38 @@ async fn report_progress(live: Live) {
     }
 }
 
+/// Does any job with an end here fail over by itself?
+fn wants_auto(cfg: &Config) -> bool {
+    cfg.jobs.values().any(|j| {
+        j.enabled
+            && j.failover == tandem_repl::job::FailoverMode::Auto
+            && (cfg.is_local(&j.source.node) || cfg.is_local(&j.target.node))
+    })
+}
+
+/// Starts this node's automatic failover loop
+/// ([`tandem_ha::auto::watch`]) over the loaded config, if a job here
+/// asks for it.
+fn start_auto(
+    cur: &Loaded,
+    store: &tandem_repl::state::StateStore,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if !wants_auto(&cur.cfg) {
+        return None;
+    }
+    let cfg = Arc::new(cur.cfg.clone());
+    let nodes = cur.nodes.clone();
+    let store = store.clone();
+    tracing::info!(node = %cfg.local_node, "automatic failover: watching the primaries of this node's replicas");
+    Some(tokio::spawn(async move {
+        let fencer = tandem_config::fencing::ConfigFencer(&cfg);
+        let env = crate::ha::env(&cfg, &nodes, &store, &fencer, "daemon: automatic failover");
+        let (_tx, rx) = tokio::sync::watch::channel(cfg.jobs.values().cloned().collect::<Vec<_>>());
+        let ctl = tandem_ha::auto::FileControl::new(&cfg.state_dir);
+        tandem_ha::auto::watch(&env, &rx, cfg.ha, &ctl).await;
+    }))
+}
+
 /// The daemon's main loop.
 pub async fn daemon(path: &Path) -> Result<ExitCode> {
     let (cfg, store) = load(path)?;
@@ -118,6 +150,9 @@ pub async fn daemon(path: &Path) -> Result<ExitCode> {
         );
     }
     tt.set_jobs(&jobs, Instant::now());
+    // Automatic failover runs beside the cycles; a reload restarts it
+    // (every step of a failover survives being stopped between any two).
+    let mut auto = start_auto(&cur, &store);
 
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(JobName, bool)>();
     let mut tasks = JoinSet::new();
@@ -195,6 +230,10 @@ pub async fn daemon(path: &Path) -> Result<ExitCode> {
                         }
                         tt.set_jobs(&jobs, Instant::now());
                         cur = Loaded { nodes: Arc::new(nodes), cfg };
+                        if let Some(a) = auto.take() {
+                            a.abort();
+                        }
+                        auto = start_auto(&cur, &store);
                     }
                     Err(e) => tracing::error!("reload failed, keeping the running configuration: {e:#}"),
                 }
@@ -222,6 +261,9 @@ pub async fn daemon(path: &Path) -> Result<ExitCode> {
         }
     }
     reporter.abort();
+    if let Some(a) = auto.take() {
+        a.abort();
+    }
     if let Some(k) = keeper {
         if let Err(e) = k.stop().await {
             tracing::error!("tandem daemon stopped, but not cleanly: {e:#}");
