@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod demo;
 pub mod failover;
 pub mod fence;
+pub mod quorum;
 pub mod reverse;
 pub mod run;
 pub mod serve;
