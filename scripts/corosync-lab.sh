@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A real three-node corosync cluster on one machine, for the quorum tests:
+# A real three-node (or two-node) corosync cluster on one machine, for the quorum tests:
 # Debian's corosync (knet over veth, votequorum), one network namespace per
 # node, all three plugged into a bridge that lives in a fourth namespace
 # (the "switch"), so nothing touches the host's own network.
@@ -7,12 +7,16 @@
 #   scripts/corosync-lab.sh up     DIR [PREFIX]   start it; waits until all three are quorate
 #   scripts/corosync-lab.sh cut    DIR N          unplug node N (its port on the switch goes down)
 #   scripts/corosync-lab.sh heal   DIR N          plug it back in
+#   scripts/corosync-lab.sh stop   DIR N          stop node N's corosync (SIGTERM, then SIGKILL)
+#   scripts/corosync-lab.sh start  DIR N          start it again (after stop)
 #   scripts/corosync-lab.sh status DIR N          `corosync-quorumtool -s` as node N sees it
 #   scripts/corosync-lab.sh exec   DIR N CMD...   run CMD in node N's network namespace
 #   scripts/corosync-lab.sh down   DIR            stop the corosyncs, delete the namespaces
 #
 # DIR holds everything of one lab (configs, authkey, logs, state, pids); the
 # PREFIX (default: tq<pid>) names its namespaces, so several labs coexist.
+# TANDEM_LAB_NODES=2 (at `up`) makes a two-node cluster instead, with votequorum's
+# `two_node: 1` (each node stays quorate alone; wait_for_all at start).
 #
 # Why it is shaped so:
 # - libqb's IPC (how corosync-quorumtool and friends reach corosync) uses
@@ -31,6 +35,7 @@ dir=${2:?the lab directory}
 token_ms=${TANDEM_LAB_TOKEN_MS:-1000}
 
 prefix_of() { cat "$dir/prefix"; }
+nodes_of() { seq 1 "$(cat "$dir/nodes" 2>/dev/null || echo 3)"; }
 ns() { echo "$(prefix_of)-n$1"; }
 sw() { echo "$(prefix_of)-sw"; }
 in_ns() { local n=$1; shift; nsenter --net="/run/netns/$n" "$@"; }
@@ -54,24 +59,11 @@ totem {
     knet_ping_timeout: 600
 }
 nodelist {
-    node {
-        name: n1
-        nodeid: 1
-        ring0_addr: 10.77.0.1
-    }
-    node {
-        name: n2
-        nodeid: 2
-        ring0_addr: 10.77.0.2
-    }
-    node {
-        name: n3
-        nodeid: 3
-        ring0_addr: 10.77.0.3
-    }
+$(for m in $(nodes_of); do printf '    node {\n        name: n%s\n        nodeid: %s\n        ring0_addr: 10.77.0.%s\n    }\n' "$m" "$m" "$m"; done)
 }
 quorum {
     provider: corosync_votequorum
+$( [ "$(nodes_of | wc -l)" = 2 ] && echo "    two_node: 1")
 }
 system {
     state_dir: $d/state
@@ -87,6 +79,27 @@ logging {
 CONF
 }
 
+start_node() {
+  local n=$1
+  # Own mount namespace with a private /run: see the top of this file.
+  # Not through in_ns: $! must be corosync's pid (nsenter, unshare and the
+  # shell all exec), not a subshell's.
+  nsenter --net="/run/netns/$(ns "$n")" unshare --mount --propagation private \
+    sh -c 'mount -t tmpfs tmpfs /run && exec corosync -f -c "$1"' sh "$dir/n$n/corosync.conf" \
+    >> "$dir/n$n/stdout" 2>&1 &
+  echo $! > "$dir/n$n/pid"
+}
+
+stop_node() {
+  local n=$1 pid
+  [ -f "$dir/n$n/pid" ] || return 0
+  pid=$(cat "$dir/n$n/pid")
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$dir/n$n/pid"
+}
+
 quorate() { in_ns "$(ns "$1")" corosync-quorumtool -s 2>/dev/null | grep -q '^Quorate:[[:space:]]*Yes'; }
 
 case $cmd in
@@ -95,12 +108,14 @@ up)
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
   echo "${3:-tq$$}" > "$dir/prefix"
+  echo "${TANDEM_LAB_NODES:-3}" > "$dir/nodes"
+  case $(cat "$dir/nodes") in 2|3) ;; *) echo "corosync-lab: TANDEM_LAB_NODES must be 2 or 3" >&2; exit 2 ;; esac
   [ -f "$dir/authkey" ] || { dd if=/dev/urandom of="$dir/authkey" bs=256 count=1 status=none; chmod 400 "$dir/authkey"; }
   ip netns add "$(sw)"
   in_ns "$(sw)" ip link add br0 type bridge
   in_ns "$(sw)" ip link set br0 up
   in_ns "$(sw)" ip link set lo up
-  for n in 1 2 3; do
+  for n in $(nodes_of); do
     ip netns add "$(ns $n)"
     # eth0 in the node, pN on the switch.
     ip link add "$(prefix_of)e$n" type veth peer name "$(prefix_of)p$n"
@@ -114,43 +129,30 @@ up)
     in_ns "$(ns $n)" ip link set eth0 up
     write_conf "$n"
   done
-  for n in 1 2 3; do
-    # Own mount namespace with a private /run: see the top of this file.
-    # Not through in_ns: $! must be corosync's pid (nsenter, unshare and the
-    # shell all exec), not a subshell's.
-    nsenter --net="/run/netns/$(ns $n)" unshare --mount --propagation private \
-      sh -c 'mount -t tmpfs tmpfs /run && exec corosync -f -c "$1"' sh "$dir/n$n/corosync.conf" \
-      > "$dir/n$n/stdout" 2>&1 &
-    echo $! > "$dir/n$n/pid"
-  done
+  for n in $(nodes_of); do start_node "$n"; done
+  count=$(nodes_of | wc -l)
   for _ in $(seq 1 150); do
-    if quorate 1 && quorate 2 && quorate 3; then echo "corosync-lab: up, all three quorate ($(prefix_of))"; exit 0; fi
+    all=1
+    for n in $(nodes_of); do quorate "$n" || { all=0; break; }; done
+    if [ $all = 1 ]; then echo "corosync-lab: up, all $count quorate ($(prefix_of))"; exit 0; fi
     sleep 0.2
   done
-  echo "corosync-lab: the three nodes did not become quorate in 30s; logs in $dir/n*/corosync.log" >&2
+  echo "corosync-lab: the $count nodes did not become quorate in 30s; logs in $dir/n*/corosync.log" >&2
   exit 1
   ;;
 cut) in_ns "$(sw)" ip link set "p${3:?node}" down ;;
 heal) in_ns "$(sw)" ip link set "p${3:?node}" up ;;
+stop) stop_node "${3:?node}" ;;
+start) start_node "${3:?node}" ;;
 status) in_ns "$(ns "${3:?node}")" corosync-quorumtool -s ;;
 exec) n=${3:?node}; shift 3; in_ns "$(ns "$n")" "$@" ;;
 down)
   [ -f "$dir/prefix" ] || exit 0
-  for n in 1 2 3; do
-    if [ -f "$dir/n$n/pid" ]; then
-      pid=$(cat "$dir/n$n/pid")
-      kill -TERM "$pid" 2>/dev/null || true
-    fi
+  for n in $(nodes_of); do
+    if [ -f "$dir/n$n/pid" ]; then kill -TERM "$(cat "$dir/n$n/pid")" 2>/dev/null || true; fi
   done
-  for n in 1 2 3; do
-    if [ -f "$dir/n$n/pid" ]; then
-      pid=$(cat "$dir/n$n/pid")
-      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -KILL "$pid" 2>/dev/null || true
-      rm -f "$dir/n$n/pid"
-    fi
-  done
-  for n in 1 2 3; do ip netns del "$(ns $n)" 2>/dev/null || true; done
+  for n in $(nodes_of); do stop_node "$n"; done
+  for n in $(nodes_of); do ip netns del "$(ns $n)" 2>/dev/null || true; done
   ip netns del "$(sw)" 2>/dev/null || true
   ;;
 *) echo "corosync-lab: unknown command $cmd" >&2; exit 2 ;;

@@ -10,6 +10,10 @@
 #           three-node cluster in network namespaces (nothing is started here; where
 #           the package starts its own service, it runs Debian's one-node config,
 #           which tandem's [quorum] mode = "auto" does not count as a cluster)
+# Always, whatever the arguments (every build links them: tandem-fence's default
+# `corosync` feature, the native quorum backend through the rust-corosync bindings):
+#   Debian's corosync development packages, libquorum-dev libvotequorum-dev libcpg-dev
+#   libcmap-dev libcfg-dev libcorosync-common-dev (bookworm: 3.1.7)
 # Usage: scripts/setup.sh [zfs] [sshd] [ipmi] [corosync]      (no argument: all)
 # Idempotent: a second run only checks that everything is up.
 set -euo pipefail
@@ -23,6 +27,11 @@ want=${*:-zfs sshd ipmi corosync}
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 need_pkgs=()
+# The build step: the libraries the native quorum backend links (libFOO.so comes
+# with FOO-dev only), checked by package status so a half-installed one is redone.
+for p in libquorum-dev libvotequorum-dev libcpg-dev libcmap-dev libcfg-dev libcorosync-common-dev; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
+done
 case " $want " in *" zfs "*) command -v zfs-fuse >/dev/null || need_pkgs+=(zfs-fuse) ;; esac
 case " $want " in *" sshd "*) [ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server); command -v ssh >/dev/null || need_pkgs+=(openssh-client) ;; esac
 case " $want " in *" ipmi "*)
@@ -124,4 +133,5 @@ CONF
 case " $want " in *" zfs-restart "*) stop_zfs; start_zfs ;; *" zfs "*) start_zfs ;; esac
 case " $want " in *" sshd "*) start_sshd ;; esac
 case " $want " in *" ipmi "*) echo "setup: ipmi_sim, ipmitool and fence_ipmilan are installed" ;; esac
+echo "setup: the corosync development libraries are installed (the build links them)"
 case " $want " in *" corosync "*) echo "setup: corosync $(corosync -v | sed -n "s/.*version '\(.*\)'.*/\1/p") is installed" ;; esac

@@ -624,6 +624,15 @@ impl Config {
         if raw.quorum.timeout.0.is_zero() || raw.quorum.refresh.0.is_zero() {
             errors.push("[quorum] timeout and refresh must be longer than zero".into());
         }
+        if raw.quorum.backend == tandem_fence::quorum::QuorumBackend::Native
+            && !tandem_fence::quorum::NATIVE_BUILT
+        {
+            errors.push(
+                "[quorum] backend = \"native\": this tandem was built without the corosync \
+                 feature (corosync's libraries); use backend = \"tool\""
+                    .into(),
+            );
+        }
         if !errors.is_empty() {
             return Err(ConfigError::Invalid {
                 path: path.to_owned(),
@@ -920,10 +929,37 @@ rate_limit = "50M"
 
     #[test]
     fn quorum_table() {
-        use tandem_fence::quorum::{QuorumConfig, QuorumMode};
+        use tandem_fence::quorum::{QuorumBackend, QuorumConfig, QuorumMode, NATIVE_BUILT};
         let c = Config::parse(GOOD, Path::new("t.toml")).expect("valid");
         assert_eq!(c.quorum, QuorumConfig::default(), "no [quorum]: auto");
         assert_eq!(c.quorum.mode, QuorumMode::Auto);
+        let native_default = if NATIVE_BUILT {
+            QuorumBackend::Native
+        } else {
+            QuorumBackend::Tool
+        };
+        assert_eq!(c.quorum.backend, native_default);
+        let c = Config::parse(
+            &format!("{GOOD}\n[quorum]\nbackend = \"tool\"\n"),
+            Path::new("t.toml"),
+        )
+        .expect("valid");
+        assert_eq!(c.quorum.backend, QuorumBackend::Tool);
+        let native = Config::parse(
+            &format!("{GOOD}\n[quorum]\nbackend = \"native\"\n"),
+            Path::new("t.toml"),
+        );
+        if NATIVE_BUILT {
+            assert_eq!(native.expect("valid").quorum.backend, QuorumBackend::Native);
+        } else {
+            let e = native.expect_err("not built").to_string();
+            assert!(e.contains("backend") && e.contains("tool"), "{e}");
+        }
+        let e = err(&format!("{GOOD}\n[quorum]\nbackend = \"dbus\"\n"));
+        assert!(
+            e.contains("dbus") && e.contains("native") && e.contains("tool"),
+            "{e}"
+        );
         let c = Config::parse(
             &format!("{GOOD}\n[quorum]\nmode = \"corosync\"\ntool = \"/opt/cq\"\ncorosync_conf = \"/x.conf\"\ntimeout = \"3s\"\nrefresh = \"1s\"\n"),
             Path::new("t.toml"),

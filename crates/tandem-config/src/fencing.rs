@@ -10,10 +10,12 @@ use tandem_ha::Fencer;
 
 use crate::{Config, ConfigError};
 
-/// Where fence levels read corosync's membership: nowhere with `[quorum]
-/// mode = "off"`.
+/// Where fence levels read corosync's membership ([`QuorumConfig::source`]:
+/// the native backend by default): nowhere with `[quorum] mode = "off"`.
+///
+/// [`QuorumConfig::source`]: tandem_fence::quorum::QuorumConfig::source
 pub fn quorum_source(cfg: &Config) -> Option<Arc<dyn QuorumSource>> {
-    (cfg.quorum.mode != QuorumMode::Off).then(|| Arc::new(cfg.quorum.clone()) as _)
+    (cfg.quorum.mode != QuorumMode::Off).then(|| cfg.quorum.source())
 }
 
 /// Builds a node's levels from the config (loads credentials).

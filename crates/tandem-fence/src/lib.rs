@@ -20,8 +20,8 @@
 //!   `watchdog-mux`), and the "watchdog" fence level that waits out a dead
 //!   node's watchdog timeout.
 //! - [`quorum`]: whether this node is in the quorate partition of its
-//!   corosync cluster (`corosync-quorumtool`), for the failover and
-//!   watchdog gates.
+//!   corosync cluster (natively through corosync's libraries, or
+//!   `corosync-quorumtool`), for the failover and watchdog gates.
 //! - [`config`]: the `[[nodes.NAME.fence]]` tables of tandem's config.
 
 #![deny(missing_docs)]

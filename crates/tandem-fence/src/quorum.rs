@@ -7,9 +7,30 @@
 //! watchdog (it resets). A node absent from a quorate partition for its
 //! watchdog timeout plus a margin has reset itself: the evidence of the
 //! `watchdog` fence level. All of it comes from [`QuorumSource::probe`];
-//! [`QuorumConfig`] answers by running `corosync-quorumtool -s` with a
-//! timeout and parsing its output ([`parse_status`], a pure function
-//! tested on captured real output), the simulator from its model.
+//! [`QuorumConfig::source`] picks the implementation `[quorum] backend`
+//! names, the simulator has its own.
+//!
+//! # Two backends
+//!
+//! - `backend = "native"` (the default, built with the `corosync` cargo
+//!   feature, which is on by default): [`native::CorosyncQuorum`] talks to
+//!   corosync through its own libraries (libvotequorum and libcmap, via the
+//!   official `rust-corosync` bindings). votequorum *notifies* a change of
+//!   membership or quorum, so a node's departure is an event that wakes
+//!   [`QuorumSource::changed`] at once; the view comes from
+//!   `votequorum_getinfo` (quorate, votes, `two_node`, the QDevice flags)
+//!   and cmap's `nodelist` (the names). A broken connection (corosync
+//!   stopped or restarted) is no answer, at once, and the backend
+//!   reconnects in the background.
+//! - `backend = "tool"`: [`QuorumConfig`] itself runs
+//!   `corosync-quorumtool -s` with a timeout and parses its output
+//!   ([`parse_status`], a pure function tested on captured real output);
+//!   [`QuorumSource::changed`] is a `refresh` timer. It stays for builds
+//!   without the `corosync` feature (a machine without Debian's
+//!   corosync `-dev` packages: `cargo build --no-default-features`), and
+//!   as the operator's fallback should the libraries misbehave. Both
+//!   backends give the same answers ([`Quorum`], [`Votes`]) and decide
+//!   "no cluster" the same way.
 //!
 //! The one hard question is "no cluster here" (no gate) versus "a cluster
 //! that does not answer" (fail closed: a node that cannot prove quorum has
@@ -19,10 +40,15 @@
 //! is not a cluster. `mode = "corosync"` requires the answer, `"off"` never
 //! asks.
 
+#[cfg(feature = "corosync")]
+pub mod native;
+pub mod view;
+
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -53,6 +79,41 @@ pub enum QuorumMode {
     Off,
 }
 
+/// Which implementation answers (`backend` in `[quorum]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuorumBackend {
+    /// corosync's libraries, with change notifications
+    /// ([`native::CorosyncQuorum`]); needs the `corosync` feature.
+    Native,
+    /// `corosync-quorumtool -s`, every `refresh`.
+    Tool,
+}
+
+/// Whether this build has the native backend (the `corosync` feature).
+pub const NATIVE_BUILT: bool = cfg!(feature = "corosync");
+
+impl Default for QuorumBackend {
+    /// Native where it is built, else the tool.
+    fn default() -> Self {
+        if NATIVE_BUILT {
+            QuorumBackend::Native
+        } else {
+            QuorumBackend::Tool
+        }
+    }
+}
+
+impl QuorumBackend {
+    /// Its name in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            QuorumBackend::Native => "native",
+            QuorumBackend::Tool => "tool",
+        }
+    }
+}
+
 /// The `[quorum]` table.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,6 +121,10 @@ pub struct QuorumConfig {
     /// `auto` (default), `corosync` or `off`.
     #[serde(default)]
     pub mode: QuorumMode,
+    /// `native` (corosync's libraries; the default where built) or `tool`
+    /// (`corosync-quorumtool`).
+    #[serde(default)]
+    pub backend: QuorumBackend,
     /// The `corosync-quorumtool` to run (a name on `PATH` or a path).
     #[serde(default = "default_tool")]
     pub tool: PathBuf,
@@ -67,10 +132,12 @@ pub struct QuorumConfig {
     /// (`auto` only).
     #[serde(default = "default_conf")]
     pub corosync_conf: PathBuf,
-    /// How long the tool may take before the answer counts as "no quorum".
+    /// How long the tool (or, natively, the first connection) may take
+    /// before the answer counts as "no quorum".
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
-    /// How often the daemon asks (for its watchdog keeper's gate).
+    /// How often the daemon asks (for its watchdog keeper's gate); with the
+    /// native backend it also asks at every notification.
     #[serde(default = "default_refresh")]
     pub refresh: HumanDuration,
 }
@@ -92,6 +159,7 @@ impl Default for QuorumConfig {
     fn default() -> Self {
         QuorumConfig {
             mode: QuorumMode::Auto,
+            backend: QuorumBackend::default(),
             tool: default_tool(),
             corosync_conf: default_conf(),
             timeout: default_timeout(),
@@ -229,7 +297,7 @@ struct ToolRun {
 }
 
 /// Where quorum and membership come from: corosync (through
-/// [`QuorumConfig`]), or the simulator's cluster.
+/// [`QuorumConfig::source`]), or the simulator's cluster.
 pub trait QuorumSource: Send + Sync + fmt::Debug {
     /// Asks now whether this node is quorate, and who is in its partition.
     fn probe(&self) -> BoxFuture<'_, Result<Quorum, QuorumError>>;
@@ -241,6 +309,11 @@ pub trait QuorumSource: Send + Sync + fmt::Debug {
     /// events, else after a polling interval.
     fn changed(&self) -> BoxFuture<'_, ()> {
         Box::pin(tokio::time::sleep(DEFAULT_REFRESH))
+    }
+    /// Which implementation answers (`native`, `tool`, ...), for
+    /// `tandem quorum` and logs.
+    fn backend(&self) -> &'static str {
+        "other"
     }
 }
 
@@ -264,14 +337,46 @@ impl QuorumSource for QuorumConfig {
     }
 
     fn nodelist(&self) -> Option<Vec<String>> {
-        std::fs::read_to_string(&self.corosync_conf)
-            .ok()
-            .map(|t| conf_nodes(&t))
-            .filter(|n| !n.is_empty())
+        conf_nodelist(&self.corosync_conf)
+    }
+
+    fn backend(&self) -> &'static str {
+        "tool"
     }
 }
 
+/// The node names of a `corosync.conf`, where it can be read and lists any.
+pub fn conf_nodelist(path: &Path) -> Option<Vec<String>> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|t| conf_nodes(&t))
+        .filter(|n| !n.is_empty())
+}
+
 impl QuorumConfig {
+    /// The source `backend` names: what the daemon, `failover`, the
+    /// watchdog keeper's gate and the watchdog fence level ask. Native
+    /// sources in one process share one corosync connection.
+    ///
+    /// `backend = "native"` in a build without the `corosync` feature
+    /// falls back to the tool (with an error in the log); tandem-config
+    /// refuses such a config before it gets here.
+    pub fn source(&self) -> Arc<dyn QuorumSource> {
+        match self.backend {
+            #[cfg(feature = "corosync")]
+            QuorumBackend::Native => Arc::new(native::CorosyncQuorum::new(self.clone())),
+            #[cfg(not(feature = "corosync"))]
+            QuorumBackend::Native => {
+                tracing::error!(
+                    "[quorum] backend = \"native\" but this tandem was built without the corosync \
+                     feature: asking corosync-quorumtool instead"
+                );
+                Arc::new(self.clone())
+            }
+            QuorumBackend::Tool => Arc::new(self.clone()),
+        }
+    }
+
     /// Asks corosync whether this node has quorum. Blocks for at most
     /// `timeout` (plus the reaping of a killed tool).
     pub fn probe_now(&self) -> Result<Quorum, QuorumError> {
@@ -656,6 +761,7 @@ mod tests {
         QuorumConfig {
             mode,
             tool,
+            backend: QuorumBackend::Tool,
             corosync_conf: conf,
             timeout: HumanDuration(Duration::from_millis(500)),
             ..QuorumConfig::default()

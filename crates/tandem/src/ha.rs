@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tandem_config::fencing::ConfigFencer;
 use tandem_config::{Config, NodeZfs};
+use tandem_fence::quorum::QuorumSource;
 use tandem_ha::machine::Machine;
 use tandem_ha::Env;
 use tandem_repl::clock::SystemClock;
@@ -13,9 +14,11 @@ use tandem_repl::state::StateStore;
 /// How long an engine waits for a job's lock (a running cycle).
 pub const LOCK_WAIT: Duration = Duration::from_secs(600);
 
-/// The engine's environment on this machine.
+/// The engine's environment on this machine; `quorum` is
+/// `cfg.quorum.source()`, held by the caller.
 pub fn env<'a>(
     cfg: &'a Config,
+    quorum: &'a dyn QuorumSource,
     nodes: &'a BTreeMap<String, NodeZfs>,
     store: &'a StateStore,
     fencer: &'a ConfigFencer<'a>,
@@ -26,7 +29,7 @@ pub fn env<'a>(
         nodes,
         store,
         clock: &SystemClock,
-        quorum: &cfg.quorum,
+        quorum,
         fencer,
         host: &Machine,
         me: crate::cmd::me(what),

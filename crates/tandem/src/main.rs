@@ -1,7 +1,7 @@
 //! # tandem
 //!
 //! The `tandem` command: replication cycles (`run`), the scheduler
-//! (`daemon`), `status`, `plan`, fencing, `failover`, `reverse`, and a
+//! (`daemon`), `status`, `plan`, fencing, `failover`, `reverse`, `quorum`, and a
 //! self-contained `demo`. The engine lives in the library crates
 //! (`tandem-zfs`, `tandem-repl`, `tandem-fence`, `tandem-ha`); this crate
 //! turns the config file into backends and jobs, and results into text,
@@ -121,6 +121,16 @@ enum Command {
     Fence {
         #[command(subcommand)]
         what: FenceCmd,
+    },
+    /// This node's quorum and membership, as the daemon and failover see them
+    /// (exit 0 quorate or no cluster, 1 not quorate, 3 no answer: fail closed)
+    Quorum {
+        /// Print as JSON (with --watch: one object per line)
+        #[arg(long)]
+        json: bool,
+        /// Print one line per change until SIGINT
+        #[arg(long)]
+        watch: bool,
     },
     /// Make the cluster CA and node certificates for the TLS transport
     Cert {
@@ -391,6 +401,7 @@ fn main() -> ExitCode {
                     } => fence(&path, Action::Test { power_cycle }, &node, yes, json).await,
                 }
             }
+            Command::Quorum { json, watch } => cmd::quorum::quorum(&path, json, watch).await,
             Command::Cert {
                 what: CertCmd::Ca { dir },
             } => cmd::cert::ca(&dir),

@@ -11,6 +11,11 @@
 //! - `tandem failover --confirmed-off` on node 3 refuses (exit 3, "no
 //!   quorum") and changes nothing on the pools, while the same command on
 //!   node 1 promotes.
+//! - `tandem quorum` (the native backend, corosync's libraries): all three
+//!   members by name; after the cut, node 1's `--watch` reports the change
+//!   as an event and node 3 says it is not quorate; a node whose corosync
+//!   is stopped fails closed (exit 3) and recovers when it is back; a
+//!   two-node cluster (`two_node: 1`) says `two_node` without a QDevice.
 //!
 //! Needs root and corosync (`scripts/setup.sh corosync`); skips with a note
 //! otherwise, unless `TANDEM_TEST_REQUIRE_COROSYNC=1`. The failover part
@@ -63,12 +68,21 @@ struct Lab {
 
 impl Lab {
     fn up(dir: &Path) -> Lab {
+        Self::up_with(dir, 3)
+    }
+    /// A lab of `nodes` (2 or 3) nodes.
+    fn up_with(dir: &Path, nodes: u8) -> Lab {
         let prefix = format!("tq{}", std::process::id() % 100_000);
         let lab = Lab {
             dir: dir.to_owned(),
             prefix: prefix.clone(),
         };
-        let o = lab.script(&["up", dir.to_str().unwrap(), &prefix]);
+        let o = Command::new("bash")
+            .arg(lab_script())
+            .args(["up", dir.to_str().unwrap(), &prefix])
+            .env("TANDEM_LAB_NODES", nodes.to_string())
+            .output()
+            .unwrap();
         assert!(
             o.status.success(),
             "corosync lab did not come up: {}",
@@ -106,6 +120,12 @@ impl Lab {
     }
     fn conf(&self, n: u8) -> PathBuf {
         self.dir.join(format!("n{n}/corosync.conf"))
+    }
+    /// Stops (`false`) or starts node `n`'s corosync.
+    fn corosync(&self, n: u8, running: bool) {
+        let what = if running { "start" } else { "stop" };
+        let o = self.script(&[what, self.dir.to_str().unwrap(), &n.to_string()]);
+        assert!(o.status.success(), "{what} {n}: {}", text(&o));
     }
 }
 
@@ -309,6 +329,11 @@ fn the_node_cut_off_neither_promotes_nor_pets_its_watchdog() {
     for (n, d) in [(3, &d3), (1, &d1)] {
         wait_until(&format!("node {n}'s keeper to pet"), || d.mux.count() >= 3);
         assert!(d.log().contains("quorum gate open"), "{}", d.log());
+        assert!(
+            d.log().contains("connected to corosync (votequorum, cmap)"),
+            "the native backend: {}",
+            d.log()
+        );
     }
     let replica = zfs_available().then(|| Replica::new(dir, &lab.conf(3)));
 
@@ -517,4 +542,271 @@ fn the_watchdog_level_confirms_off_only_after_absence_from_the_membership() {
         "watchdog level: n3 absent -> confirmed off and promoted in {took:.1?} (timeout 2 s + margin 1 s)"
     );
     lab.cable(3, true);
+}
+
+/// A tandem config for `tandem quorum` on lab node `n` (corosync required).
+fn quorum_cfg(lab: &Lab, dir: &Path, n: u8) -> PathBuf {
+    let p = dir.join(format!("quorum-n{n}.toml"));
+    std::fs::write(
+        &p,
+        format!(
+            "state_dir = \"{0}/state-n{n}\"\nlocal_node = \"n{n}\"\n[nodes.n{n}]\naddress = \"local\"\n\n\
+             [quorum]\nmode = \"corosync\"\ncorosync_conf = \"{1}\"\n",
+            dir.display(),
+            lab.conf(n).display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// `tandem quorum --json` on node `n`: (exit status, the JSON answer, stderr).
+fn quorum_json(lab: &Lab, dir: &Path, n: u8) -> (Option<i32>, serde_json::Value, String) {
+    let o = lab
+        .node_cmd(n, env!("CARGO_BIN_EXE_tandem"))
+        .arg("--config")
+        .arg(quorum_cfg(lab, dir, n))
+        .args(["quorum", "--json"])
+        .output()
+        .unwrap();
+    let v = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("node {n}: not JSON ({e}): {}", text(&o)));
+    (
+        o.status.code(),
+        v,
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn members(v: &serde_json::Value) -> Vec<String> {
+    v["members"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| m.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `tandem quorum --watch --json` on a node: its lines as they come.
+struct Watch {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<(Instant, serde_json::Value)>,
+}
+
+impl Watch {
+    fn start(lab: &Lab, dir: &Path, n: u8) -> Watch {
+        let mut child = lab
+            .node_cmd(n, env!("CARGO_BIN_EXE_tandem"))
+            .arg("--config")
+            .arg(quorum_cfg(lab, dir, n))
+            .args(["quorum", "--watch", "--json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.join(format!("watch-n{n}.log"))).unwrap())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let v = serde_json::from_str(&l)
+                    .unwrap_or_else(|e| panic!("a --watch line is not JSON ({e}): {l}"));
+                if tx.send((Instant::now(), v)).is_err() {
+                    return;
+                }
+            }
+        });
+        Watch { child, lines }
+    }
+
+    /// The next line that satisfies `f` (earlier ones are passed over),
+    /// with the time it arrived.
+    fn next(
+        &self,
+        what: &str,
+        f: impl Fn(&serde_json::Value) -> bool,
+    ) -> (Instant, serde_json::Value) {
+        let t = Instant::now();
+        loop {
+            let left = PATIENCE.saturating_sub(t.elapsed());
+            match self.lines.recv_timeout(left) {
+                Ok((at, v)) if f(&v) => return (at, v),
+                Ok((_, v)) => eprintln!("--watch ({what}): passing over {v}"),
+                Err(e) => panic!("--watch: no line for {what}: {e}"),
+            }
+        }
+    }
+
+    /// SIGINT; returns the exit status.
+    fn interrupt(mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+        let t = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(t.elapsed() < PATIENCE, "--watch did not stop at SIGINT");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The native backend against the real cluster: names, the cut as an
+/// event on node 1, no quorum on node 3, a stopped corosync fails closed.
+#[test]
+fn tandem_quorum_reports_corosyncs_membership_as_events() {
+    if !corosync_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let lab = Lab::up(&dir.join("lab"));
+    let three = ["n1", "n2", "n3"];
+    for n in 1..=3 {
+        let (code, v, err) = quorum_json(&lab, dir, n);
+        assert_eq!(code, Some(0), "node {n}: {v} {err}");
+        assert_eq!(v["backend"], "native", "{v}");
+        assert_eq!(v["state"], "quorate", "{v}");
+        assert_eq!(v["quorate"], true, "{v}");
+        assert_eq!(members(&v), three, "{v}");
+        assert_eq!(v["node_id"], u64::from(n), "{v}");
+        assert_eq!(
+            (v["votes"].as_u64(), v["expected"].as_u64()),
+            (Some(3), Some(3)),
+            "{v}"
+        );
+        assert_eq!(
+            (v["two_node"].as_bool(), v["qdevice"].as_bool()),
+            (Some(false), Some(false)),
+            "{v}"
+        );
+        assert_eq!(v["nodelist"], serde_json::json!(three), "{v}");
+    }
+
+    let w1 = Watch::start(&lab, dir, 1);
+    let w3 = Watch::start(&lab, dir, 3);
+    for w in [&w1, &w3] {
+        w.next("the first answer", |v| {
+            v["quorate"] == true && members(v) == three
+        });
+    }
+
+    // Cut node 3 off: node 1 hears of it from corosync, not from a poll.
+    let t_cut = Instant::now();
+    lab.cable(3, false);
+    let (at, v) = w1.next("node 1 to see n3 leave", |v| {
+        v["state"] == "quorate" && !members(v).contains(&"n3".to_owned())
+    });
+    let n1_event = at - t_cut;
+    assert_eq!(members(&v), ["n1", "n2"], "{v}");
+    let (at, v) = w3.next("node 3 to lose quorum", |v| v["state"] == "not_quorate");
+    let n3_event = at - t_cut;
+    assert_eq!(members(&v), ["n3"], "{v}");
+    let (code, v, _) = quorum_json(&lab, dir, 3);
+    assert_eq!(code, Some(1), "not quorate: exit 1: {v}");
+    assert_eq!(
+        (v["state"].as_str(), v["quorate"].as_bool()),
+        (Some("not_quorate"), Some(false)),
+        "{v}"
+    );
+    assert!(
+        lab.quorate(1) && !lab.quorate(3),
+        "corosync-quorumtool agrees"
+    );
+
+    // Back: node 1 sees n3 return.
+    let t_heal = Instant::now();
+    lab.cable(3, true);
+    let (at, _) = w1.next("node 1 to see n3 return", |v| members(v) == three);
+    let n1_back = at - t_heal;
+    w3.next("node 3 to regain quorum", |v| v["state"] == "quorate");
+
+    // corosync stopped on node 2: fail closed there, an event on node 1.
+    let w2 = Watch::start(&lab, dir, 2);
+    w2.next("node 2's first answer", |v| v["state"] == "quorate");
+    let t_stop = Instant::now();
+    lab.corosync(2, false);
+    let (at, v) = w2.next("node 2 to lose its corosync", |v| v["state"] == "no_answer");
+    let n2_lost = at - t_stop;
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("corosync does not answer"),
+        "{v}"
+    );
+    w1.next("node 1 to see n2 leave", |v| members(v) == ["n1", "n3"]);
+    let (code, v, err) = quorum_json(&lab, dir, 2);
+    assert_eq!(code, Some(3), "no answer: exit 3: {v} {err}");
+    assert_eq!(
+        (v["state"].as_str(), v["quorate"].as_bool()),
+        (Some("no_answer"), Some(false)),
+        "{v}"
+    );
+    assert!(
+        err.contains("corosync does not answer") && err.contains("fail closed"),
+        "{err}"
+    );
+    eprintln!("node 2 without corosync: {}", err.trim());
+    // Started again: the watch reconnects and the view is back.
+    let t_start = Instant::now();
+    lab.corosync(2, true);
+    let (at, _) = w2.next("node 2's corosync to be back", |v| {
+        v["state"] == "quorate" && members(v) == three
+    });
+    let n2_back = at - t_start;
+    let (code, v, _) = quorum_json(&lab, dir, 2);
+    assert_eq!(
+        (code, members(&v)),
+        (Some(0), three.map(String::from).to_vec()),
+        "{v}"
+    );
+
+    for (n, w) in [(1, w1), (2, w2), (3, w3)] {
+        let st = w.interrupt();
+        assert!(st.success(), "node {n}'s --watch at SIGINT: {st:?}");
+    }
+    eprintln!(
+        "tandem quorum --watch: cut -> node 1's event {n1_event:.2?}, node 3's {n3_event:.2?}; \
+         heal -> node 1's {n1_back:.2?}; corosync stopped -> node 2 no answer {n2_lost:.2?}, \
+         started -> quorate again {n2_back:.2?}"
+    );
+}
+
+/// `two_node: 1`: each node would stay quorate alone, and no QDevice
+/// breaks the tie; `tandem quorum` says both.
+#[test]
+fn a_two_node_cluster_reports_two_node_and_no_qdevice() {
+    if !corosync_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let lab = Lab::up_with(&dir.join("lab"), 2);
+    for n in 1..=2 {
+        let (code, v, err) = quorum_json(&lab, dir, n);
+        assert_eq!(code, Some(0), "node {n}: {v} {err}");
+        assert_eq!(v["state"], "quorate", "{v}");
+        assert_eq!(members(&v), ["n1", "n2"], "{v}");
+        assert_eq!(v["two_node"], true, "{v}");
+        assert_eq!(v["qdevice"], false, "{v}");
+        assert_eq!(
+            (v["expected"].as_u64(), v["needed"].as_u64()),
+            (Some(2), Some(1)),
+            "{v}"
+        );
+    }
 }

@@ -1,8 +1,10 @@
 //! The keeper as the daemon runs it: gated by quorum, armed only once
 //! quorate, and reporting what it does in a status file.
 //!
-//! - [`QuorumWatch`] asks corosync on a thread of its own every `refresh`
-//!   and publishes "open until" as an atomic deadline, because the
+//! - [`QuorumWatch`] asks the quorum source ([`QuorumConfig::source`]) on
+//!   a thread of its own at every change it reports (the native backend's
+//!   notifications) and at least every `refresh`, and publishes "open
+//!   until" as an atomic deadline, because the
 //!   keeper's gate must answer at once: an answer that allows (quorate, or
 //!   no cluster) opens the gate for `refresh + timeout + 1 s`; an answer
 //!   that does not closes it at once. A watch thread that stops answering
@@ -33,7 +35,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{Keeper, KeeperConfig, KeeperError, KeeperHandle, KeeperStatus, Liveness};
-use crate::quorum::{Quorum, QuorumConfig, QuorumMode};
+use crate::quorum::{Quorum, QuorumConfig, QuorumError, QuorumMode, QuorumSource};
 
 /// How often the status file is rewritten (also whenever fitness changes).
 const STATUS_EVERY: Duration = Duration::from_secs(5);
@@ -60,14 +62,15 @@ impl Shared {
 /// The daemon's view of quorum, kept current by a thread of its own.
 pub struct QuorumWatch {
     shared: Arc<Shared>,
-    stop: Option<mpsc::Sender<()>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl QuorumWatch {
     /// Asks once (so the gate is right from the start), then keeps asking
-    /// every `refresh` on a thread. With `mode = "off"` there is no thread
-    /// and the gate is always open. Blocks for the first answer.
+    /// at every change the source reports and at least every `refresh`, on
+    /// a thread. With `mode = "off"` there is no thread and the gate is
+    /// always open. Blocks for the first answer.
     pub fn start(qc: &QuorumConfig) -> QuorumWatch {
         let shared = Arc::new(Shared {
             base: Instant::now(),
@@ -82,24 +85,48 @@ impl QuorumWatch {
                 thread: None,
             };
         }
-        let mut last = None;
-        ask(qc, &shared, &mut last);
-        let (tx, rx) = mpsc::channel();
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (first_tx, first_rx) = mpsc::channel::<()>();
         let qc = qc.clone();
         let sh = shared.clone();
+        // The thread has a runtime of its own: the source's futures (its
+        // timers, its channel) run there, whatever the caller runs on.
         let thread = std::thread::Builder::new()
             .name("tandem-quorum".into())
-            .spawn(move || loop {
-                match rx.recv_timeout(qc.refresh.0) {
-                    Err(mpsc::RecvTimeoutError::Timeout) => ask(&qc, &sh, &mut last),
-                    _ => return,
-                }
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the quorum watch's runtime: \
+                            the quorum gate stays closed");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let source = qc.source();
+                    let mut last = None;
+                    ask(ask_once(&*source, &qc).await, &qc, &sh, &mut last);
+                    drop(first_tx);
+                    loop {
+                        tokio::select! {
+                            _ = &mut stop_rx => return,
+                            _ = source.changed() => {}
+                            _ = tokio::time::sleep(qc.refresh.0) => {}
+                        }
+                        ask(ask_once(&*source, &qc).await, &qc, &sh, &mut last);
+                    }
+                });
             })
             .map_err(|e| tracing::error!(error = %e, "cannot start the quorum watch thread: the quorum gate stays closed"))
             .ok();
+        // The first answer (or the thread's end).
+        let _ = first_rx.recv();
         QuorumWatch {
             shared,
-            stop: Some(tx),
+            stop: Some(stop_tx),
             thread,
         }
     }
@@ -126,8 +153,25 @@ enum Answer {
     Denied(&'static str),
 }
 
-fn ask(qc: &QuorumConfig, sh: &Shared, last: &mut Option<Answer>) {
-    let answer = qc.probe_now();
+/// One probe, bounded by `timeout` (plus a second for the tool's reaping).
+async fn ask_once(source: &dyn QuorumSource, qc: &QuorumConfig) -> Result<Quorum, QuorumError> {
+    let limit = qc.timeout.0 + Duration::from_secs(1);
+    tokio::time::timeout(limit, source.probe())
+        .await
+        .unwrap_or_else(|_| {
+            Err(QuorumError::Timeout {
+                tool: source.backend().into(),
+                after: limit,
+            })
+        })
+}
+
+fn ask(
+    answer: Result<Quorum, QuorumError>,
+    qc: &QuorumConfig,
+    sh: &Shared,
+    last: &mut Option<Answer>,
+) {
     let fresh_for = qc.refresh.0 + qc.timeout.0 + Duration::from_secs(1);
     let allows = answer.as_ref().is_ok_and(Quorum::allows);
     if allows {
@@ -453,6 +497,7 @@ mod tests {
         );
         let qc = QuorumConfig {
             mode: QuorumMode::Corosync,
+            backend: crate::quorum::QuorumBackend::Tool,
             tool: t,
             refresh: HumanDuration(Duration::from_millis(50)),
             timeout: HumanDuration(Duration::from_secs(2)),

@@ -103,7 +103,15 @@ fn start_auto(
     tracing::info!(node = %cfg.local_node, "automatic failover: watching the primaries of this node's replicas");
     Some(tokio::spawn(async move {
         let fencer = tandem_config::fencing::ConfigFencer(&cfg);
-        let env = crate::ha::env(&cfg, &nodes, &store, &fencer, "daemon: automatic failover");
+        let quorum = cfg.quorum.source();
+        let env = crate::ha::env(
+            &cfg,
+            &*quorum,
+            &nodes,
+            &store,
+            &fencer,
+            "daemon: automatic failover",
+        );
         let (_tx, rx) = tokio::sync::watch::channel(cfg.jobs.values().cloned().collect::<Vec<_>>());
         let ctl = tandem_ha::auto::FileControl::new(&cfg.state_dir);
         tandem_ha::auto::watch(&env, &rx, cfg.ha, &ctl).await;

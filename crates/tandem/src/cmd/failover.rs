@@ -54,7 +54,8 @@ pub async fn failover(
     }
     let backends = cfg.backends()?;
     let fencer = ConfigFencer(&cfg);
-    let env = env(&cfg, &backends, &store, &fencer, "failover");
+    let quorum = cfg.quorum.source();
+    let env = env(&cfg, &*quorum, &backends, &store, &fencer, "failover");
     let jobs: Vec<_> = cfg.jobs.values().cloned().collect();
     match run(&env, &jobs, node, confirmed_off).await {
         Ok(report) => {

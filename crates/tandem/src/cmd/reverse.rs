@@ -41,7 +41,8 @@ pub async fn reverse(
         .clone();
     let backends = cfg.backends()?;
     let fencer = ConfigFencer(&cfg);
-    let env = env(&cfg, &backends, &store, &fencer, "reverse");
+    let quorum = cfg.quorum.source();
+    let env = env(&cfg, &*quorum, &backends, &store, &fencer, "reverse");
     let r = if switchover {
         match tandem_ha::switchover::plan(&env, &job).await {
             Ok((c, f)) => {
