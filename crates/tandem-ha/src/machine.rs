@@ -117,7 +117,10 @@ async fn run_hook(call: &HookCall) -> Result<(), String> {
     if status.success() {
         Ok(())
     } else {
-        let last: Vec<String> = tail.lock().map(|t| t.iter().cloned().collect()).unwrap_or_default();
+        let last: Vec<String> = tail
+            .lock()
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default();
         let mut msg = format!("{:?} exited with {status}", call.command);
         if !last.is_empty() {
             msg.push_str(&format!("; its last output: {}", last.join(" | ")));

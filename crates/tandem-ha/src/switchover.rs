@@ -69,13 +69,7 @@ async fn hook<Z: Zfs>(
     let Some(command) = command else {
         return Ok(());
     };
-    let mut call = HookCall::new(
-        hook,
-        command,
-        job.name.as_str(),
-        &pr.from.node,
-        &pr.to.node,
-    );
+    let mut call = HookCall::new(hook, command, job.name.as_str(), &pr.from.node, &pr.to.node);
     call.datasets = vec![match hook {
         "switchover_stop" => pr.from.dataset.to_string(),
         _ => pr.to.dataset.to_string(),
