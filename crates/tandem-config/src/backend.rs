@@ -108,7 +108,18 @@ impl Zfs for NodeZfs {
     async fn promote(&self, ds: &DatasetName, claim: Claim<'_>) -> Result<(), ZfsError> {
         delegate!(self, z => z.promote(ds, claim).await)
     }
-    async fn create_container(&self, ds: &DatasetName) -> Result<Changed, ZfsError> {
-        delegate!(self, z => z.create_container(ds).await)
+    async fn create_container(
+        &self,
+        ds: &DatasetName,
+        props: &[(&str, &str)],
+    ) -> Result<Changed, ZfsError> {
+        delegate!(self, z => z.create_container(ds, props).await)
+    }
+    async fn destroy_dataset(
+        &self,
+        ds: &DatasetName,
+        claim: Claim<'_>,
+    ) -> Result<Changed, ZfsError> {
+        delegate!(self, z => z.destroy_dataset(ds, claim).await)
     }
 }

@@ -47,6 +47,28 @@ struct RawConfig {
     quorum: QuorumConfig,
     #[serde(default)]
     ha: tandem_ha::auto::AutoConfig,
+    #[serde(default)]
+    pve: RawPve,
+}
+
+/// `[pve]`: where Proxmox VE's cluster filesystem is mounted.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPve {
+    #[serde(default = "default_pve_root")]
+    root: PathBuf,
+}
+
+impl Default for RawPve {
+    fn default() -> Self {
+        RawPve {
+            root: default_pve_root(),
+        }
+    }
+}
+
+fn default_pve_root() -> PathBuf {
+    PathBuf::from(crate::pve::DEFAULT_ROOT)
 }
 
 /// The `[watchdog]` table: the keeper's own keys ([`KeeperConfig`], strict)
@@ -241,6 +263,9 @@ pub struct Config {
     pub quorum: QuorumConfig,
     /// This node's automatic failover (`[ha]`).
     pub ha: tandem_ha::auto::AutoConfig,
+    /// Where Proxmox VE's cluster filesystem is (`[pve] root`, default
+    /// `/etc/pve`); absent: no PVE here, nothing to check.
+    pub pve_root: PathBuf,
 }
 
 /// Parses "1m", "90s", "1h30m".
@@ -333,13 +358,16 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
     }
 
-    /// Reads and validates the file.
+    /// Reads and validates the file, and checks its automatic failovers
+    /// against PVE's HA manager ([`Config::check_pve_ha`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text, path)
+        let cfg = Self::parse(&text, path)?;
+        cfg.check_pve_ha()?;
+        Ok(cfg)
     }
 
     /// Validates config text; `path` is used in messages.
@@ -655,7 +683,58 @@ impl Config {
             watchdog: raw.watchdog.filter(|w| w.enabled).map(|w| w.keeper),
             quorum: raw.quorum,
             ha: raw.ha,
+            pve_root: raw.pve.root,
         })
+    }
+
+    /// Refuses a job with `failover = "auto"` whose guest Proxmox VE's own
+    /// HA manager manages (`PVE_ROOT/ha/resources.cfg`): two managers must
+    /// never act on one guest. Nothing to check where there is no PVE (the
+    /// root or the file does not exist).
+    ///
+    /// Part of [`Config::load`] (so `daemon`, its reload and every command
+    /// refuse such a config), not of [`Config::parse`], which reads only
+    /// the text it is given. The file lives on pmxcfs and can change while
+    /// the daemon runs: automatic failover calls this again before it acts.
+    pub fn check_pve_ha(&self) -> Result<(), ConfigError> {
+        let file = self.pve_root.join(crate::pve::RESOURCES);
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(ConfigError::Invalid {
+                    path: self.path.clone(),
+                    problems: vec![format!(
+                        "cannot read {} to check which guests PVE's HA manager manages: {e}",
+                        file.display()
+                    )],
+                })
+            }
+        };
+        let managed = crate::pve::managed_services(&text);
+        let problems: Vec<String> = self
+            .jobs
+            .values()
+            .filter(|j| j.failover == FailoverMode::Auto)
+            .filter_map(|j| j.guest.filter(|g| managed.contains(g)).map(|g| (j, g)))
+            .map(|(j, g)| {
+                format!(
+                    "[jobs.{}] failover = \"auto\" for guest {g}, which Proxmox VE's own HA manager \
+                     manages ({}): two managers must never act on one guest. Remove it from PVE's HA \
+                     (`ha-manager remove {g}`) or use failover = \"manual\"",
+                    j.name,
+                    file.display()
+                )
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                path: self.path.clone(),
+                problems,
+            })
+        }
     }
 
     /// A ZFS backend per node: local `zfs`, `zfs` over ssh, or a remote
@@ -980,6 +1059,62 @@ rate_limit = "50M"
         assert!(e.contains("`mod`") && e.contains("`mode`"), "{e}");
         let e = err(&format!("{GOOD}\n[quorum]\nrefresh = \"0s\"\n"));
         assert!(e.contains("[quorum]") && e.contains("refresh"), "{e}");
+    }
+
+    #[test]
+    fn auto_failover_of_a_guest_pve_ha_manages_is_refused() {
+        let dir = tempfile_dir();
+        let pve = dir.join("pve");
+        std::fs::create_dir_all(pve.join("ha")).expect("mkdir");
+        let text = |mode: &str| {
+            GOOD.replace(
+                "rate_limit = \"50M\"",
+                &format!("rate_limit = \"50M\"\nguest = \"vm:1001\"\nfailover = \"{mode}\""),
+            ) + &format!(
+                "\n[[nodes.trinity.fence]]\nkind = \"watchdog\"\n[pve]\nroot = \"{}\"\n",
+                pve.display()
+            )
+        };
+        let load = |mode: &str| {
+            let p = dir.join(format!("{mode}.toml"));
+            std::fs::write(&p, text(mode)).expect("write");
+            Config::load(&p)
+        };
+        // No resources.cfg: no PVE HA, nothing to check.
+        load("auto").expect("no resources.cfg");
+        std::fs::write(
+            pve.join("ha/resources.cfg"),
+            "vm: 1001\n\tstate started\n\tgroup g\n\nct: 1002\n\tstate started\n",
+        )
+        .expect("write");
+        let e = load("auto").expect_err("managed + auto").to_string();
+        assert!(
+            e.contains("[jobs.vm-1001]")
+                && e.contains("vm:1001")
+                && e.contains("ha/resources.cfg")
+                && e.contains("ha-manager remove vm:1001"),
+            "{e}"
+        );
+        load("manual").expect("manual is the operator's act");
+        // Another guest is no concern.
+        std::fs::write(pve.join("ha/resources.cfg"), "vm: 1003\n").expect("write");
+        load("auto").expect("not managed");
+        // No PVE at all.
+        std::fs::remove_dir_all(&pve).expect("rm");
+        load("auto").expect("no /etc/pve");
+        let e = err(&format!("{GOOD}\n[pve]\nrot = \"/x\"\n"));
+        assert!(e.contains("rot"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "tandem-config-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&d).expect("mkdir");
+        d
     }
 
     #[test]

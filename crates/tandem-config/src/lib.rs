@@ -5,7 +5,8 @@
 //! once, each naming the file and the key), and resolved into what the
 //! engines take: a ZFS backend per node ([`NodeZfs`]: the `zfs` command
 //! locally or over ssh, or a peer's `tandem serve`), the jobs, a node's
-//! fence levels ([`fencing`]), and the `[watchdog]` and `[quorum]` tables.
+//! fence levels ([`fencing`]), the `[watchdog]` and `[quorum]` tables, and
+//! the check against Proxmox VE's own HA manager ([`pve`]).
 //!
 //! A library rather than part of the binary because more than one program
 //! reads the same file: `tandem` itself, and `fence_tandem` (the
@@ -17,6 +18,7 @@
 mod backend;
 mod config;
 pub mod fencing;
+pub mod pve;
 
 use std::path::PathBuf;
 

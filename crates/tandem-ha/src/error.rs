@@ -254,6 +254,41 @@ pub enum HaError {
     /// A replication cycle the engine ran failed.
     #[error(transparent)]
     Cycle(#[from] CycleError),
+    /// `failover --test` on a node that is the job's primary (a test
+    /// runs against the follower's replica). Nothing was changed.
+    #[error(
+        "job {job}: {node} is the job's primary (generation {generation}), not its follower; \
+         run `tandem failover --test {job}` on the follower ({other}). Nothing was changed"
+    )]
+    NotFollower {
+        /// The job.
+        job: String,
+        /// This node.
+        node: String,
+        /// The job's generation.
+        generation: u64,
+        /// The other end's node.
+        other: String,
+    },
+    /// The job has no end on this node.
+    #[error("job {job} has no dataset on this node ({node}); run it on the job's follower")]
+    NotOnThisNode {
+        /// The job.
+        job: String,
+        /// This node.
+        node: String,
+    },
+    /// The scratch place of `failover --test` holds something tandem did
+    /// not make (or could not remove). Nothing was cloned.
+    #[error("job {job}: the failover-test scratch place on {node} is not free: {why}")]
+    ScratchTaken {
+        /// The job.
+        job: String,
+        /// This node.
+        node: String,
+        /// What is there.
+        why: String,
+    },
     /// The simulator crashed the command at this step.
     #[error("crashed after step {step:?}")]
     Crashed {
@@ -291,6 +326,9 @@ impl HaError {
             HaError::State(_) => "state",
             HaError::Lock(_) => "lock",
             HaError::Cycle(_) => "cycle",
+            HaError::NotFollower { .. } => "not_follower",
+            HaError::NotOnThisNode { .. } => "not_on_this_node",
+            HaError::ScratchTaken { .. } => "scratch_taken",
             HaError::Crashed { .. } => "crashed",
         }
     }

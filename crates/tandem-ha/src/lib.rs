@@ -3,7 +3,8 @@
 //! What tandem does when the primary of a job changes: `failover` (a node
 //! died: fence it, promote the replicas here), `reverse` (the old primary
 //! returned: make it follow the new one, keeping what it wrote after the
-//! last sync), and `switchover` (a planned move). Each is a sequence of
+//! last sync), `switchover` (a planned move), and `failover --test` (a
+//! drill against clones that changes nothing). Each is a sequence of
 //! idempotent steps over traits — ZFS ([`tandem_zfs::Zfs`], administration
 //! included), the [`Fencer`](env::Fencer), quorum and membership
 //! ([`tandem_fence::quorum::QuorumSource`]), the clock, the state
@@ -25,6 +26,8 @@
 //!   branches on;
 //! - [`failover`], [`reverse`], [`switchover`]: the engines and their
 //!   typed reports;
+//! - [`drill`]: `failover --test`, a failover drill against clones that
+//!   changes nothing;
 //! - [`machine`]: the production host (receives, hooks);
 //! - [`sim`]: the simulated cluster and ZFS, scenarios and invariants.
 
@@ -35,6 +38,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod auto;
+pub mod drill;
 pub mod env;
 pub mod error;
 pub mod failover;

@@ -195,7 +195,7 @@ pub async fn reverse<Z: Zfs>(env: &Env<'_, Z>, job: &Job) -> Result<ReverseRepor
                 base: base.guid,
                 base_short: base.name.short().to_string(),
             };
-            zo.create_container(&container)
+            zo.create_container(&container, &[])
                 .await
                 .map_err(zerr(&o.node))?;
             env.write_progress(PROGRESS, &job.name, &pr)?;

@@ -165,7 +165,12 @@ impl Policy {
                 Ok(())
             }
             Request::Promote { dataset, .. } => self.need_write(dataset),
-            Request::CreateContainer { dataset } => self.need_write_or_diverged(dataset),
+            Request::CreateContainer { dataset, props } => {
+                if !props.is_empty() {
+                    return Err("container properties are not allowed".into());
+                }
+                self.need_write_or_diverged(dataset)
+            }
         }
     }
 }
@@ -302,12 +307,20 @@ mod tests {
             .is_err());
         assert!(p
             .check(&Request::CreateContainer {
-                dataset: d("tank/tandem-diverged")
+                dataset: d("tank/tandem-diverged"),
+                props: vec![],
             })
             .is_ok());
         assert!(p
             .check(&Request::CreateContainer {
-                dataset: d("rpool/tandem-diverged")
+                dataset: d("tank/tandem-diverged"),
+                props: vec![("tandem:test".into(), "j".into())],
+            })
+            .is_err());
+        assert!(p
+            .check(&Request::CreateContainer {
+                dataset: d("rpool/tandem-diverged"),
+                props: vec![],
             })
             .is_err());
         assert!(p

@@ -551,10 +551,34 @@ impl Zfs for PeerZfs {
         .await
     }
 
-    async fn create_container(&self, ds: &DatasetName) -> Result<Changed, ZfsError> {
+    async fn create_container(
+        &self,
+        ds: &DatasetName,
+        props: &[(&str, &str)],
+    ) -> Result<Changed, ZfsError> {
         self.changed(Request::CreateContainer {
             dataset: ds.clone(),
+            props: props
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         })
         .await
+    }
+
+    /// Not offered over the network: destroying a dataset is only ever
+    /// done by `failover --test` on its own node, to its own clones,
+    /// through the local `zfs`. A peer that could ask for it would be a
+    /// way to destroy another node's data.
+    async fn destroy_dataset(
+        &self,
+        ds: &DatasetName,
+        _claim: Claim<'_>,
+    ) -> Result<Changed, ZfsError> {
+        Err(ZfsError::Unsupported {
+            node: self.node().to_owned(),
+            what: format!("destroying a dataset ({ds}) through tandem serve"),
+            version: "tandem serve".into(),
+        })
     }
 }

@@ -162,6 +162,9 @@ pub enum Request {
     CreateContainer {
         /// The container.
         dataset: DatasetName,
+        /// `-o` properties (none are allowed through `tandem serve`).
+        #[serde(default)]
+        props: Vec<(String, String)>,
     },
 }
 

@@ -217,7 +217,13 @@ where
             Request::Promote { dataset, claim } => {
                 unit(zfs.promote(&dataset, claim.as_ref()).await)
             }
-            Request::CreateContainer { dataset } => changed(zfs.create_container(&dataset).await),
+            Request::CreateContainer { dataset, props } => {
+                let props: Vec<(&str, &str)> = props
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                changed(zfs.create_container(&dataset, &props).await)
+            }
             Request::Sync { datasets } => unit(zfs.sync(&datasets).await),
             Request::Bookmark { snapshot, bookmark } => {
                 changed(zfs.bookmark(&snapshot, &bookmark).await)

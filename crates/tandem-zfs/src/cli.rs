@@ -525,18 +525,45 @@ impl Zfs for CliZfs {
             .map(|_| ())
     }
 
-    async fn create_container(&self, ds: &DatasetName) -> Result<Changed, ZfsError> {
+    async fn create_container(
+        &self,
+        ds: &DatasetName,
+        props: &[(&str, &str)],
+    ) -> Result<Changed, ZfsError> {
+        let _serial = self.serial().await?;
+        let mut args: Vec<String> = vec![
+            "create".into(),
+            "-p".into(),
+            "-o".into(),
+            "canmount=off".into(),
+        ];
+        for (k, v) in props {
+            if k.contains(':') {
+                check_user_property(k)?;
+            }
+            args.push("-o".into());
+            args.push(format!("{k}={v}"));
+        }
+        args.push(ds.to_string());
+        let r = self.inv(args).output().await;
+        idempotent(r, |e| matches!(e, ZfsError::AlreadyExists { .. }))
+    }
+
+    /// A just-used mount on zfs-fuse can be "busy" for a moment; a few
+    /// tries, never a forced unmount (a real user keeps it busy).
+    async fn destroy_dataset(
+        &self,
+        ds: &DatasetName,
+        _claim: Claim<'_>,
+    ) -> Result<Changed, ZfsError> {
         let _serial = self.serial().await?;
         let r = self
-            .inv(vec![
-                "create".into(),
-                "-p".into(),
-                "-o".into(),
-                "canmount=off".into(),
-                ds.to_string(),
-            ])
-            .output()
+            .output_retrying(
+                vec!["destroy".into(), ds.to_string()],
+                10,
+                ZfsError::is_busy,
+            )
             .await;
-        idempotent(r, |e| matches!(e, ZfsError::AlreadyExists { .. }))
+        idempotent(r, ZfsError::is_not_found)
     }
 }

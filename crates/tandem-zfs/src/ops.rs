@@ -140,7 +140,7 @@ pub type Claim<'a> = Option<&'a Generation>;
 /// The ZFS operations tandem needs on one node: replication (listing,
 /// snapshots, holds, send and receive) and the few administrative ones
 /// that failover and reverse use (rollback, rename, clone, promote,
-/// create). Implemented by [`CliZfs`](crate::CliZfs) (the `zfs` command,
+/// create) and `failover --test` (destroying its own clones). Implemented by [`CliZfs`](crate::CliZfs) (the `zfs` command,
 /// locally or over ssh), by `tandem serve`'s client, and by the
 /// simulator's ZFS. Every operation that may destroy or overwrite data
 /// takes a [`Claim`].
@@ -253,10 +253,24 @@ pub trait Zfs: Send + Sync {
         ds: &DatasetName,
         claim: Claim<'_>,
     ) -> impl Future<Output = Result<(), ZfsError>> + Send;
-    /// `zfs create -p -o canmount=off DATASET`: a container filesystem
-    /// (e.g. `POOL/tandem-diverged`); [`Changed::Already`] when it exists.
+    /// `zfs create -p -o canmount=off [-o PROP=VALUE]... DATASET`: a
+    /// container filesystem (e.g. `POOL/tandem-diverged`, or the scratch
+    /// place of `failover --test`, marked with its user property from the
+    /// moment it exists); [`Changed::Already`] when it exists (its
+    /// properties are then left as they are).
     fn create_container(
         &self,
         ds: &DatasetName,
+        props: &[(&str, &str)],
+    ) -> impl Future<Output = Result<Changed, ZfsError>> + Send;
+    /// `zfs destroy DATASET` of one filesystem or volume: never `-r` or
+    /// `-R`, so ZFS itself refuses one with snapshots or children (and a
+    /// snapshot's origin keeps its clones). [`Changed::Already`] when it
+    /// does not exist. Only for datasets tandem made and has checked it
+    /// made (the clones of `failover --test`): DESIGN.md invariant 3.
+    fn destroy_dataset(
+        &self,
+        ds: &DatasetName,
+        claim: Claim<'_>,
     ) -> impl Future<Output = Result<Changed, ZfsError>> + Send;
 }

@@ -83,10 +83,22 @@ enum Command {
     },
     /// On a survivor: fence NODE, then promote the local replicas of its jobs
     /// (exit 0 promoted, 1 a job failed, 3 refused: NODE not confirmed off, or this
-    /// node has no quorum)
+    /// node has no quorum). With --test JOB, on the job's follower: a failover
+    /// drill against clones that fences nothing and changes no replica
     Failover {
         /// The node that died
-        node: String,
+        #[arg(required_unless_present_any = ["test", "cleanup"], conflicts_with_all = ["test", "cleanup"])]
+        node: Option<String>,
+        /// Test a failover of JOB without one: clone the newest replicated snapshot
+        /// here, run the job's on_test hook against the clone, report the
+        /// data-loss window, destroy the clone (exit 0 only if the hook, if any,
+        /// succeeded and the clone is gone)
+        #[arg(long, value_name = "JOB", conflicts_with = "confirmed_off")]
+        test: Option<String>,
+        /// Remove what interrupted --test runs left here: of JOB (or of the --test
+        /// JOB), or of every job with a dataset on this node
+        #[arg(long, value_name = "JOB", num_args = 0..=1, default_missing_value = "", conflicts_with = "confirmed_off")]
+        cleanup: Option<String>,
         /// Do not fence: the operator has checked by hand that NODE is powered off
         /// (the quorum check still applies)
         #[arg(long)]
@@ -362,11 +374,29 @@ fn main() -> ExitCode {
                 peer,
             } => cmd::serve::serve_stdio(&path, peer).await,
             Command::Failover {
+                cleanup: Some(job),
+                test,
+                json,
+                ..
+            } => {
+                let job = Some(job).filter(|j| !j.is_empty()).or(test);
+                cmd::failover::cleanup(&path, job.as_deref(), json).await
+            }
+            Command::Failover {
+                test: Some(job),
+                json,
+                ..
+            } => cmd::failover::test(&path, &job, json).await,
+            Command::Failover {
                 node,
                 confirmed_off,
                 yes,
                 json,
-            } => cmd::failover::failover(&path, &node, confirmed_off, yes, json).await,
+                ..
+            } => {
+                let node = node.unwrap_or_default();
+                cmd::failover::failover(&path, &node, confirmed_off, yes, json).await
+            }
             Command::Reverse {
                 job,
                 switchover,

@@ -27,6 +27,8 @@ pub const GATE_DELAY: Duration = Duration::from_secs(3);
 pub const BOOT_TIME: Duration = Duration::from_secs(30);
 /// The watchdog fence level's margin in the simulator.
 pub const MARGIN: Duration = Duration::from_secs(5);
+/// How long the simulated `on_test` hook runs (a test guest booting).
+pub const TEST_HOOK_TIME: Duration = Duration::from_secs(30);
 /// A BMC's answer timeout (an IPMI session's).
 pub const BMC_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -303,29 +305,59 @@ impl Host for SimHost {
 
     fn run_hook<'a>(&'a self, call: &'a HookCall) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            let mut w = lock(&self.world);
-            w.say(
-                &self.node,
-                format!(
-                    "hook {} {} {} -> {}",
-                    call.hook, call.job, call.from, call.to
-                ),
-            );
-            if call.command == "fail" {
-                return Err("exit status 1 (the simulated hook fails)".into());
-            }
-            match call.hook {
-                "switchover_stop" => {
-                    if let Some(n) = w.nodes.get_mut(&call.from) {
-                        n.workload.remove(&call.job);
-                    }
+            let testing = {
+                let mut w = lock(&self.world);
+                w.say(
+                    &self.node,
+                    format!(
+                        "hook {} {} {} -> {}",
+                        call.hook, call.job, call.from, call.to
+                    ),
+                );
+                if call.command == "fail" {
+                    return Err("exit status 1 (the simulated hook fails)".into());
                 }
-                "switchover_start" | "on_promote" => {
-                    if let Some(n) = w.nodes.get_mut(&call.to) {
-                        n.workload.insert(call.job.clone());
+                match call.hook {
+                    "switchover_stop" => {
+                        if let Some(n) = w.nodes.get_mut(&call.from) {
+                            n.workload.remove(&call.job);
+                        }
                     }
+                    "switchover_start" | "on_promote" => {
+                        if let Some(n) = w.nodes.get_mut(&call.to) {
+                            n.workload.insert(call.job.clone());
+                        }
+                    }
+                    // A test guest reads its disks: what the clones hold.
+                    "on_test" => {
+                        let mut seen = Vec::new();
+                        for d in &call.datasets {
+                            let held = DatasetName::parse(d).ok().and_then(|d| {
+                                w.nodes
+                                    .get(&self.node)
+                                    .and_then(|n| n.pools.get(&d))
+                                    .cloned()
+                            });
+                            seen.push(match held {
+                                Some(ds) => format!(
+                                    "{d} {} writes {:?}",
+                                    if ds.readonly { "ro" } else { "rw" },
+                                    ds.content
+                                ),
+                                None => format!("{d} MISSING"),
+                            });
+                        }
+                        w.say(&self.node, format!("on_test sees {}", seen.join(", ")));
+                    }
+                    _ => {}
                 }
-                _ => {}
+                call.hook == "on_test"
+            };
+            if testing {
+                // A test guest boots and is checked: it takes a while, and
+                // replication goes on meanwhile.
+                tokio::time::sleep(TEST_HOOK_TIME).await;
+                lock(&self.world).say(&self.node, format!("on_test {} done", call.job));
             }
             Ok(())
         })

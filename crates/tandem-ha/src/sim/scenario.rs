@@ -18,12 +18,14 @@
 //! job's workload runs there); `fence NODE LEVEL...` (`ipmi`: the node's
 //! BMC, `watchdog`: its watchdog through corosync's membership);
 //! `watchdog NODE SECONDS` (the node self-fences); `quorum off` (no
-//! corosync); `hooks JOB` (switchover hooks).
+//! corosync); `hooks JOB` (switchover hooks); `on_test JOB` (an
+//! `on_test` hook, which logs what the clones hold).
 //!
 //! Commands, each at `@SECONDS`: `write NODE JOB`, `start NODE JOB` (the
 //! operator starts the workload by hand), `daemon NODE`, `run NODE JOB`,
 //! `failover NODE DEAD [--confirmed-off]`, `reverse NODE JOB`,
-//! `switchover NODE JOB` (each of the last three takes `crash=STEP`),
+//! `switchover NODE JOB`, `test NODE JOB` (`failover --test`; each of
+//! the last four takes `crash=STEP`), `cleanup NODE JOB`,
 //! `power NODE on|off`, `network NODE on|off`, `partition A B | C`,
 //! `heal`, `bmc NODE up|down|slow SECONDS|lie-on|lie-off`, `corrupt NODE
 //! JOB` (its state file), `cut NODE JOB` (the next transfer into it),
@@ -103,6 +105,10 @@ pub enum Command {
     Reverse(String, String, Option<String>),
     /// `tandem reverse JOB --switchover` on NODE.
     Switchover(String, String, Option<String>),
+    /// `tandem failover --test JOB` on NODE.
+    Test(String, String, Option<String>),
+    /// `tandem failover --cleanup JOB` on NODE.
+    Cleanup(String, String),
     /// Power on (true) or off.
     Power(String, bool),
     /// Network on (true) or cut.
@@ -225,6 +231,14 @@ impl Scenario {
                         }
                     }
                 }
+                ("on_test", [j]) => {
+                    let job = s
+                        .jobs
+                        .iter_mut()
+                        .find(|x| x.name.as_str() == *j)
+                        .ok_or_else(|| err("no such job"))?;
+                    job.hooks.on_test = Some("check".into());
+                }
                 ("hooks", [j]) => {
                     let job = s
                         .jobs
@@ -272,6 +286,8 @@ fn parse_command(w: &[&str]) -> Option<Command> {
         },
         ["reverse", n, j, rest @ ..] => Command::Reverse(s(n), s(j), crash(rest)),
         ["switchover", n, j, rest @ ..] => Command::Switchover(s(n), s(j), crash(rest)),
+        ["test", n, j, rest @ ..] => Command::Test(s(n), s(j), crash(rest)),
+        ["cleanup", n, j] => Command::Cleanup(s(n), s(j)),
         ["power", n, "on"] => Command::Power(s(n), true),
         ["power", n, "off"] => Command::Power(s(n), false),
         ["network", n, "on"] => Command::Network(s(n), true),
@@ -325,6 +341,8 @@ impl std::fmt::Display for Command {
             ),
             Command::Reverse(n, j, c) => write!(f, "reverse {n} {j}{}", crash(c)),
             Command::Switchover(n, j, c) => write!(f, "switchover {n} {j}{}", crash(c)),
+            Command::Test(n, j, c) => write!(f, "test {n} {j}{}", crash(c)),
+            Command::Cleanup(n, j) => write!(f, "cleanup {n} {j}"),
             Command::Power(n, on) => write!(f, "power {n} {}", if *on { "on" } else { "off" }),
             Command::Network(n, on) => write!(f, "network {n} {}", if *on { "on" } else { "off" }),
             Command::Partition(g) => write!(
@@ -373,6 +391,9 @@ impl std::fmt::Display for Scenario {
                     ""
                 };
                 writeln!(f, "auto {} {}{fails}", j.name, j.failover_delay.as_secs())?;
+            }
+            if j.hooks.on_test.is_some() {
+                writeln!(f, "on_test {}", j.name)?;
             }
         }
         for (n, l) in &s.fence {
@@ -671,7 +692,9 @@ impl Sim {
             | Command::Run(n, _)
             | Command::Failover { node: n, .. }
             | Command::Reverse(n, _, _)
-            | Command::Switchover(n, _, _) => {
+            | Command::Switchover(n, _, _)
+            | Command::Test(n, _, _)
+            | Command::Cleanup(n, _) => {
                 if !w.up(n) {
                     w.say(n, "is powered off: the command does not run");
                     return Then::Nothing;
@@ -875,7 +898,8 @@ async fn on_node(world: Shared, setup: Arc<Setup>, node: String, cmd: Command) {
     let crash = match &cmd {
         Command::Failover { crash, .. }
         | Command::Reverse(_, _, crash)
-        | Command::Switchover(_, _, crash) => crash.clone(),
+        | Command::Switchover(_, _, crash)
+        | Command::Test(_, _, crash) => crash.clone(),
         _ => None,
     };
     let kit = Kit::new(&world, &setup, &node, crash);
@@ -945,6 +969,57 @@ async fn on_node(world: Shared, setup: Arc<Setup>, node: String, cmd: Command) {
                     ));
                 }
                 Err(e) => say(format!("reverse {j}: FAILED ({}): {e}", e.kind())),
+            }
+        }
+        Command::Test(_, j, _) => {
+            let Some(job) = job_of(j) else { return };
+            match crate::drill::test(&env, &job).await {
+                Ok(r) => {
+                    let hook = match &r.hook {
+                        crate::drill::HookOutcome::Ok { .. } => "on_test ok".to_owned(),
+                        crate::drill::HookOutcome::Failed { error, .. } => {
+                            format!("on_test FAILED: {error}")
+                        }
+                        crate::drill::HookOutcome::None => "no on_test hook".to_owned(),
+                    };
+                    let left = if r.leftovers_removed.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; first removed {}", r.leftovers_removed.join(", "))
+                    };
+                    say(format!(
+                        "test {j}: {} at {} (primary {}, data-loss window {} s); {hook}; {}{left}",
+                        r.replica,
+                        r.snapshot.rsplit('@').next().unwrap_or_default(),
+                        r.primary,
+                        r.rpo_seconds,
+                        if r.cleaned_up {
+                            "cleaned up".to_owned()
+                        } else {
+                            format!(
+                                "NOT cleaned up: {}",
+                                r.cleanup_error.as_deref().unwrap_or("?")
+                            )
+                        },
+                    ))
+                }
+                Err(e) => say(format!("test {j}: FAILED ({}): {e}", e.kind())),
+            }
+        }
+        Command::Cleanup(_, j) => {
+            let Some(job) = job_of(j) else { return };
+            match crate::drill::cleanup(&env, std::slice::from_ref(&job)).await {
+                Ok(rs) => {
+                    for c in rs {
+                        say(format!(
+                            "cleanup {}: destroyed [{}], kept [{}]",
+                            c.job,
+                            c.destroyed.join(", "),
+                            c.kept.join("; ")
+                        ))
+                    }
+                }
+                Err(e) => say(format!("cleanup {j}: FAILED ({}): {e}", e.kind())),
             }
         }
         Command::Switchover(_, j, _) => {

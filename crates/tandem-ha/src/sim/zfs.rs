@@ -1050,6 +1050,8 @@ impl Zfs for SimZfs {
             for (k, v) in props {
                 if *k == "readonly" {
                     d.readonly = *v == "on";
+                } else if k.contains(':') {
+                    d.props.insert((*k).to_owned(), (*v).to_owned());
                 }
             }
             n.pools.insert(to.clone(), d);
@@ -1098,7 +1100,11 @@ impl Zfs for SimZfs {
         })
     }
 
-    async fn create_container(&self, ds: &DatasetName) -> Result<Changed, ZfsError> {
+    async fn create_container(
+        &self,
+        ds: &DatasetName,
+        props: &[(&str, &str)],
+    ) -> Result<Changed, ZfsError> {
         self.reach("create").await?;
         self.with(|w| {
             let node = self.node.clone();
@@ -1111,8 +1117,53 @@ impl Zfs for SimZfs {
             if n.pools.contains_key(ds) {
                 return Ok(Changed::Already);
             }
-            n.pools.insert(ds.clone(), Ds::new(guid));
-            w.say(&node, format!("zfs create {ds}{by}"));
+            let mut d = Ds::new(guid);
+            for (k, v) in props {
+                d.props.insert((*k).to_owned(), (*v).to_owned());
+            }
+            n.pools.insert(ds.clone(), d);
+            let opts: String = props.iter().map(|(k, v)| format!(" -o {k}={v}")).collect();
+            w.say(&node, format!("zfs create{opts} {ds}{by}"));
+            Ok(Changed::Done)
+        })
+    }
+
+    async fn destroy_dataset(
+        &self,
+        ds: &DatasetName,
+        claim: Claim<'_>,
+    ) -> Result<Changed, ZfsError> {
+        self.reach("destroy").await?;
+        self.with(|w| {
+            self.guard(w, ds, claim, Write::Data, "destroy")?;
+            let node = self.node.clone();
+            let by = self.by();
+            let Some(n) = w.nodes.get(&node) else {
+                return Ok(Changed::Already);
+            };
+            let Some(d) = n.pools.get(ds) else {
+                return Ok(Changed::Already);
+            };
+            let busy = |what: &str| ZfsError::DatasetBusy {
+                cmd: cmd(&node, "destroy"),
+                msg: format!("cannot destroy '{ds}': {what}"),
+            };
+            if !d.snaps.is_empty() {
+                return Err(busy("filesystem has children (snapshots); use -r"));
+            }
+            if n.pools.keys().any(|k| k.parent().as_ref() == Some(ds)) {
+                return Err(busy("filesystem has children; use -r"));
+            }
+            if d.receiving {
+                return Err(busy("dataset is busy"));
+            }
+            if d.mark().is_some() {
+                w.violate(format!(
+                    "{node}: destroy of {ds}, which carries a generation mark"
+                ));
+            }
+            w.nodes.get_mut(&node).map(|n| n.pools.remove(ds));
+            w.say(&node, format!("zfs destroy {ds}{by}"));
             Ok(Changed::Done)
         })
     }

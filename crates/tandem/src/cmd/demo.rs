@@ -1,7 +1,9 @@
 //! `tandem demo`: builds two file-backed pools, replicates a dataset named
 //! like a Proxmox VM disk through several cycles of changing data, proves
 //! after each that both sides hold the same snapshot (by GUID) and the same
-//! bytes; then the primary "dies" after writing something unsynced: the
+//! bytes; a failover drill (`failover --test`) runs a hook against a clone
+//! of the replica and removes it; then the primary "dies" after writing
+//! something unsynced: the
 //! survivor fences it (through a BMC when one is given) and promotes its
 //! replica, takes writes, the old primary comes back, refuses to act as
 //! primary, and `reverse` makes it follow while keeping its unsynced write
@@ -23,6 +25,19 @@ use crate::cmd::run::report_line;
 use tandem_config::Config;
 
 const TEMPLATE: &str = include_str!("../demo.toml");
+
+/// The demo's on_test hook: what a real one (contrib/hooks/pve-test)
+/// does with a guest, done with a file.
+const ON_TEST: &str = r#"#!/bin/sh
+set -eu
+dir="$1"
+mp=$(zfs get -H -o value mountpoint "$TANDEM_DATASETS")
+cp "$mp/journal.log" "$dir/seen-journal.log"
+{
+    echo "$TANDEM_JOB: clone $TANDEM_DATASETS of $TANDEM_SNAPSHOT ($TANDEM_FROM -> $TANDEM_TO)"
+    echo "sha256 of journal.log in the clone: $(sha256sum < "$mp/journal.log" | cut -d' ' -f1)"
+} > "$dir/on-test.out"
+"#;
 
 async fn sh(program: &str, args: &[&str]) -> Result<String> {
     let out = Command::new(program)
@@ -321,6 +336,31 @@ async fn run_demo(
         text.replace("local_node = \"pve1\"", "local_node = \"pve2\"")
             .replace("/state\"", "/state-pve2\""),
     )?;
+    // A failover drill first: changes nothing, fences nothing.
+    std::fs::write(dir.join("on-test.sh"), ON_TEST)?;
+    crate::outln!("\n== failover --test, on pve2: a drill against a clone of the replica ==");
+    crate::outln!(
+        "(its on_test hook, {}: reads journal.log from the clone and checksums it)",
+        dir.join("on-test.sh").display()
+    );
+    if !run_self(&pve2_cfg, &["failover", "--test", "vm-100"]).await? {
+        bail!("the failover test failed");
+    }
+    for l in std::fs::read_to_string(dir.join("on-test.out"))?.lines() {
+        crate::outln!("    hook: {l}");
+    }
+    let seen = std::fs::read(dir.join("seen-journal.log"))?;
+    if seen != std::fs::read(src_dir.join("journal.log"))? {
+        bail!("the test clone's journal.log differs from pve1's at the last sync");
+    }
+    let left = sh("zfs", &["list", "-H", "-o", "name", "-r", dst_pool]).await?;
+    if left.lines().any(|l| l.contains("/tandem-test")) {
+        bail!("the failover test left clones behind:\n{left}");
+    }
+    crate::outln!(
+        "   verified: the hook read pve1's journal.log as of the last sync, byte for byte; the clone is gone, the replica untouched"
+    );
+
     std::fs::write(
         src_dir.join("unsynced.txt"),
         b"written on pve1 after the last sync\n",

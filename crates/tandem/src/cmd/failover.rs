@@ -1,9 +1,12 @@
 //! `tandem failover NODE`: the engine is `tandem_ha::failover`; this
-//! wires it to the config and renders what it did.
+//! wires it to the config and renders what it did. `failover --test JOB`
+//! and `--cleanup [JOB]`: the engine is `tandem_ha::drill`.
 //!
 //! Exit codes (for HA managers): 0 every replica promoted (or already
 //! was), 1 a job failed, 3 refused because NODE is not confirmed off or
-//! this node has no quorum; 2 bad usage or configuration.
+//! this node has no quorum; 2 bad usage or configuration. `--test`: 0 the
+//! clone was made, the hook (if any) succeeded and everything was removed
+//! again; 1 otherwise (refused here, the hook failed, something was left).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -11,6 +14,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use serde::Serialize;
 use tandem_fence::FenceReport;
+use tandem_ha::drill::{self, Cleanup, HookOutcome, TestReport};
 use tandem_ha::failover::{failover as run, ConfirmedBy, FailoverReport, Outcome};
 use tandem_ha::HaError;
 
@@ -182,4 +186,153 @@ fn print(r: &FailoverReport, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--json` of a test that could not be made.
+#[derive(Serialize)]
+struct TestRefusal<'a> {
+    job: &'a str,
+    node: &'a str,
+    error: String,
+    error_kind: &'static str,
+}
+
+/// `tandem failover --test JOB`.
+pub async fn test(path: &Path, job: &str, json: bool) -> Result<ExitCode> {
+    let (cfg, store) = load(path)?;
+    let job = cfg.select(&[job.to_owned()])?.remove(0).clone();
+    let backends = cfg.backends()?;
+    let fencer = ConfigFencer(&cfg);
+    let quorum = cfg.quorum.source();
+    let env = env(
+        &cfg,
+        &*quorum,
+        &backends,
+        &store,
+        &fencer,
+        "failover --test",
+    );
+    match drill::test(&env, &job).await {
+        Ok(r) => {
+            print_test(&r, json)?;
+            Ok(if r.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Err(e) => {
+            tracing::error!(job = %job.name, "{e}");
+            if json {
+                let r = TestRefusal {
+                    job: job.name.as_str(),
+                    node: &cfg.local_node,
+                    error: e.to_string(),
+                    error_kind: e.kind(),
+                };
+                outln!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                outln!("failover test of {} NOT made: {e}", job.name);
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn print_test(r: &TestReport, json: bool) -> Result<()> {
+    if json {
+        outln!("{}", serde_json::to_string_pretty(r)?);
+        return Ok(());
+    }
+    outln!(
+        "failover test of {} on {} (primary {}, generation {}{}):",
+        r.job,
+        r.node,
+        r.primary,
+        r.generation,
+        if r.primary_answered {
+            ""
+        } else {
+            ", by this node's marks: the primary did not answer"
+        }
+    );
+    for l in &r.leftovers_removed {
+        outln!("  removed a leftover of an interrupted test: {l}");
+    }
+    outln!(
+        "  cloned {} (GUID {}) into {}",
+        r.snapshot,
+        r.snapshot_guid,
+        r.clones.join(", ")
+    );
+    outln!(
+        "  data-loss window had {} failed now: {}",
+        r.primary,
+        age(r.rpo_seconds)
+    );
+    match &r.hook {
+        HookOutcome::Ok { elapsed_ms } => outln!("  on_test: ok ({:.1} s)", elapsed_ms / 1000.0),
+        HookOutcome::Failed { error, elapsed_ms } => {
+            outln!(
+                "  on_test: FAILED after {:.1} s: {error}",
+                elapsed_ms / 1000.0
+            )
+        }
+        HookOutcome::None => outln!("  on_test: none configured (the clone was made and removed)"),
+    }
+    if r.cleaned_up {
+        outln!("  cleaned up: the clones are destroyed");
+    } else {
+        outln!(
+            "  NOT cleaned up: {}; run `tandem failover --cleanup {}`",
+            r.cleanup_error.as_deref().unwrap_or("?"),
+            r.job
+        );
+    }
+    outln!(
+        "  {:.1} s; nothing was fenced, no replica or schedule was changed",
+        r.elapsed_ms / 1000.0
+    );
+    Ok(())
+}
+
+/// `tandem failover --cleanup [JOB]`.
+pub async fn cleanup(path: &Path, job: Option<&str>, json: bool) -> Result<ExitCode> {
+    let (cfg, store) = load(path)?;
+    let jobs: Vec<_> = match job {
+        Some(j) => cfg.select(&[j.to_owned()])?.into_iter().cloned().collect(),
+        None => cfg.jobs.values().cloned().collect(),
+    };
+    let backends = cfg.backends()?;
+    let fencer = ConfigFencer(&cfg);
+    let quorum = cfg.quorum.source();
+    let env = env(
+        &cfg,
+        &*quorum,
+        &backends,
+        &store,
+        &fencer,
+        "failover --cleanup",
+    );
+    let done = drill::cleanup(&env, &jobs).await?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&done)?);
+    } else {
+        for c in &done {
+            if c.destroyed.is_empty() && c.kept.is_empty() {
+                outln!("{}: nothing left by failover tests", c.job);
+            }
+            for d in &c.destroyed {
+                outln!("{}: destroyed {d}", c.job);
+            }
+            for k in &c.kept {
+                outln!("{}: KEPT {k}", c.job);
+            }
+        }
+    }
+    Ok(if done.iter().all(Cleanup::complete) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
