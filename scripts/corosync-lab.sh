@@ -11,6 +11,11 @@
 #   scripts/corosync-lab.sh start  DIR N          start it again (after stop)
 #   scripts/corosync-lab.sh status DIR N          `corosync-quorumtool -s` as node N sees it
 #   scripts/corosync-lab.sh exec   DIR N CMD...   run CMD in node N's network namespace
+#   scripts/corosync-lab.sh bmc    DIR N          start node N's BMC (ipmi_sim on 10.77.0.10N:623,
+#                                                 on the switch, so reachable while N is cut off)
+#   scripts/corosync-lab.sh power  DIR N 0|1      what N's BMC does to N: 0 kills every process
+#                                                 in N's namespace (corosync, daemon, hooks), 1
+#                                                 starts its corosync again
 #   scripts/corosync-lab.sh down   DIR            stop the corosyncs, delete the namespaces
 #
 # DIR holds everything of one lab (configs, authkey, logs, state, pids); the
@@ -30,7 +35,7 @@
 # Needs root, iproute2, util-linux and corosync (scripts/setup.sh corosync).
 set -euo pipefail
 
-cmd=${1:?usage: corosync-lab.sh up|cut|heal|status|exec|down DIR ...}
+cmd=${1:?usage: corosync-lab.sh up|cut|heal|stop|start|status|exec|bmc|power|down DIR ...}
 dir=${2:?the lab directory}
 token_ms=${TANDEM_LAB_TOKEN_MS:-1000}
 
@@ -140,6 +145,29 @@ up)
   echo "corosync-lab: the $count nodes did not become quorate in 30s; logs in $dir/n*/corosync.log" >&2
   exit 1
   ;;
+bmc)
+  n=${3:?node}
+  here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  mkdir -p "$dir/bmc$n"
+  in_ns "$(sw)" ip addr replace "10.77.0.$((100 + n))/24" dev br0
+  cat > "$dir/bmc$n/on-power" <<HOOK
+#!/bin/sh
+exec bash "$here/corosync-lab.sh" power "$dir" $n "\$1"
+HOOK
+  chmod +x "$dir/bmc$n/on-power"
+  TANDEM_BMC_ADDR="10.77.0.$((100 + n))" in_ns "$(sw)" bash "$here/ipmi-sim.sh" start "$dir/bmc$n" 623 >/dev/null
+  echo "corosync-lab: node $n's BMC on 10.77.0.$((100 + n)):623"
+  ;;
+power)
+  n=${3:?node}
+  case ${4:?0 or 1} in
+  0) # The machine is off: nothing of it runs any more.
+    for pid in $(ip netns pids "$(ns "$n")"); do kill -KILL "$pid" 2>/dev/null || true; done
+    rm -f "$dir/n$n/pid" ;;
+  1) [ -f "$dir/n$n/pid" ] && kill -0 "$(cat "$dir/n$n/pid")" 2>/dev/null || start_node "$n" ;;
+  *) echo "corosync-lab: power takes 0 or 1" >&2; exit 2 ;;
+  esac
+  ;;
 cut) in_ns "$(sw)" ip link set "p${3:?node}" down ;;
 heal) in_ns "$(sw)" ip link set "p${3:?node}" up ;;
 stop) stop_node "${3:?node}" ;;
@@ -152,6 +180,12 @@ down)
     if [ -f "$dir/n$n/pid" ]; then kill -TERM "$(cat "$dir/n$n/pid")" 2>/dev/null || true; fi
   done
   for n in $(nodes_of); do stop_node "$n"; done
+  here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  for n in $(nodes_of); do
+    [ -d "$dir/bmc$n" ] && bash "$here/ipmi-sim.sh" stop "$dir/bmc$n"
+    # Whatever a test left running in the node (a daemon, a hook).
+    for pid in $(ip netns pids "$(ns "$n")" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+  done
   for n in $(nodes_of); do ip netns del "$(ns $n)" 2>/dev/null || true; done
   ip netns del "$(sw)" 2>/dev/null || true
   ;;

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # A simulated BMC for tests, benchmarks and the demo: OpenIPMI's ipmi_sim
-# (Debian package openipmi) speaking IPMI v2.0 over LAN on 127.0.0.1:PORT.
+# (Debian package openipmi) speaking IPMI v2.0 over LAN on ADDR:PORT
+# (ADDR: $TANDEM_BMC_ADDR, default 127.0.0.1).
 # The "machine" behind it is a file: DIR/power holds 1 (on) or 0 (off), and
-# every chassis control call is appended to DIR/chassis.log.
+# every chassis control call is appended to DIR/chassis.log. If DIR/on-power
+# is executable, it runs with the new state (0 or 1) whenever the power
+# really changes: the netns HA lab makes it kill or start a node's processes.
 #
 #   scripts/ipmi-sim.sh start DIR [PORT] start (idempotent) on PORT, or on a free UDP
 #                                        port; prints the port (the pid is in DIR/ipmi_sim.pid)
 #   scripts/ipmi-sim.sh stop DIR         stop it
 #   touch DIR/lying                      the BMC accepts power changes and ignores them
+#   kill -STOP $(cat DIR/ipmi_sim.pid)   the BMC hangs (requests time out)
 #
 # Users: admin/secret (administrator), oper/opsecret (operator),
 #        viewer/viewsecret (user). Cipher suites 0-14 (ipmi_sim has no 17).
@@ -19,6 +23,7 @@ mkdir -p "$dir"; dir=$(cd "$dir" && pwd)
 
 stop() {
   if [ -f "$dir/ipmi_sim.pid" ]; then
+    kill -CONT "$(cat "$dir/ipmi_sim.pid")" 2>/dev/null || true
     kill "$(cat "$dir/ipmi_sim.pid")" 2>/dev/null || true
     rm -f "$dir/ipmi_sim.pid"
   fi
@@ -31,13 +36,14 @@ start) ;;
 esac
 
 free_udp_port() {
-  python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+  python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[1],0)); print(s.getsockname()[1])' "$addr"
 }
 sim=$(command -v ipmi_sim || true)
 [ -n "$sim" ] || { echo "ipmi-sim: ipmi_sim is not installed; run: scripts/setup.sh ipmi" >&2; exit 1; }
 if [ -f "$dir/ipmi_sim.pid" ] && kill -0 "$(cat "$dir/ipmi_sim.pid")" 2>/dev/null; then
   cat "$dir/port"; exit 0
 fi
+addr=${TANDEM_BMC_ADDR:-127.0.0.1}
 port=${3:-$(free_udp_port)}
 echo "$port" > "$dir/port"
 
@@ -50,7 +56,11 @@ case "\$1" in
 get) shift; for p in "\$@"; do [ "\$p" = power ] && echo "power:\$(cat "$dir/power")"; done ;;
 set) shift
   while [ \$# -ge 2 ]; do
-    if [ "\$1" = power ] && [ ! -e "$dir/lying" ]; then echo "\$2" > "$dir/power"; fi
+    if [ "\$1" = power ] && [ ! -e "$dir/lying" ]; then
+      was=\$(cat "$dir/power")
+      echo "\$2" > "$dir/power"
+      if [ "\$was" != "\$2" ] && [ -x "$dir/on-power" ]; then "$dir/on-power" "\$2" >> "$dir/on-power.log" 2>&1; fi
+    fi
     shift 2
   done ;;
 esac
@@ -62,7 +72,7 @@ cat > "$dir/lan.conf" <<CONF
 name "tandem-bmc"
 set_working_mc 0x20
   startlan 1
-    addr 127.0.0.1 $port
+    addr $addr $port
     priv_limit admin
     allowed_auths_callback none md2 md5 straight
     allowed_auths_user none md2 md5 straight
@@ -86,12 +96,12 @@ mkdir -p "$dir/state"
 echo $! > "$dir/ipmi_sim.pid"
 # Ready when it answers a presence ping on its port (ipmitool is the probe).
 for _ in $(seq 1 50); do
-  if ipmitool -I lanplus -C 3 -H 127.0.0.1 -p "$port" -U admin -P secret -N 1 -R 1 mc guid >/dev/null 2>&1; then
+  if ipmitool -I lanplus -C 3 -H "$addr" -p "$port" -U admin -P secret -N 1 -R 1 mc guid >/dev/null 2>&1; then
     echo "$port"; exit 0
   fi
   kill -0 "$(cat "$dir/ipmi_sim.pid")" 2>/dev/null || { cat "$dir/ipmi_sim.log" >&2; exit 1; }
   sleep 0.1
 done
-echo "ipmi-sim: ipmi_sim on 127.0.0.1:$port did not answer; log:" >&2
+echo "ipmi-sim: ipmi_sim on $addr:$port did not answer; log:" >&2
 cat "$dir/ipmi_sim.log" >&2
 exit 1

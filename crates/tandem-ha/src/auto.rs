@@ -562,6 +562,22 @@ pub async fn failover_and_start<Z: Zfs>(
     })
 }
 
+/// The last automatic failover of a node, as `STATE_DIR/ha/last-failover.json`
+/// keeps it: what was fenced, how, what was promoted, what the hooks did.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastFailover {
+    /// The node failed over from.
+    pub node: String,
+    /// When it ended.
+    pub at: DateTime<Utc>,
+    /// Whether every job ended as a writable primary here.
+    pub ok: bool,
+    /// The failover and its hooks, if it ran.
+    pub report: Option<AutoReport>,
+    /// Why it was refused before it could run.
+    pub error: Option<String>,
+}
+
 /// Where the watch loop reads its pause and publishes its status.
 pub trait Control: Send + Sync {
     /// Is automatic failover paused on this node?
@@ -818,6 +834,11 @@ impl FileControl {
         self.dir.join("status.json")
     }
 
+    /// The record of the last automatic failover (a [`LastFailover`]).
+    pub fn last_failover_path(&self) -> std::path::PathBuf {
+        self.dir.join("last-failover.json")
+    }
+
     fn write(&self, path: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         let tmp = path.with_extension("tmp");
@@ -885,6 +906,19 @@ impl Control for FileControl {
     }
 
     fn report(&self, report: &Result<AutoReport, HaError>, dead: &str) {
+        let record = LastFailover {
+            node: dead.to_owned(),
+            at: Utc::now(),
+            ok: report.as_ref().is_ok_and(|r| r.failover.ok()),
+            report: report.as_ref().ok().cloned(),
+            error: report.as_ref().err().map(ToString::to_string),
+        };
+        let r = serde_json::to_vec_pretty(&record)
+            .map_err(std::io::Error::other)
+            .and_then(|b| self.write(&self.last_failover_path(), &b));
+        if let Err(e) = r {
+            tracing::warn!(file = %self.last_failover_path().display(), "cannot record the failover: {e}");
+        }
         match report {
             Ok(r) if r.failover.ok() => tracing::warn!(node = dead,
                 jobs = ?r.failover.jobs.iter().map(|j| &j.job).collect::<Vec<_>>(),

@@ -9,6 +9,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod corosync;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
