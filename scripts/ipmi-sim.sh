@@ -57,9 +57,9 @@ get) shift; for p in "\$@"; do [ "\$p" = power ] && echo "power:\$(cat "$dir/pow
 set) shift
   while [ \$# -ge 2 ]; do
     if [ "\$1" = power ] && [ ! -e "$dir/lying" ]; then
-      was=\$(cat "$dir/power")
+      # The machine changes first, then the BMC reports it.
+      if [ "\$(cat "$dir/power")" != "\$2" ] && [ -x "$dir/on-power" ]; then "$dir/on-power" "\$2" >> "$dir/on-power.log" 2>&1; fi
       echo "\$2" > "$dir/power"
-      if [ "\$was" != "\$2" ] && [ -x "$dir/on-power" ]; then "$dir/on-power" "\$2" >> "$dir/on-power.log" 2>&1; fi
     fi
     shift 2
   done ;;

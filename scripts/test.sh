@@ -9,7 +9,8 @@ bash scripts/setup.sh zfs sshd ipmi corosync
 export TANDEM_TEST_SSH_PORT=${TANDEM_TEST_SSH_PORT:-2222}
 export TANDEM_TEST_SSH_KEY=${TANDEM_TEST_SSH_KEY:-${TANDEM_TEST_ENV:-/var/tmp/tandem-test-env}/ssh/client_ed25519}
 export TANDEM_TEST_REQUIRE_ZFS=1   # a missing ZFS or sshd fails the tests instead of skipping them
-export TANDEM_TEST_REQUIRE_COROSYNC=1   # likewise the corosync cluster of the quorum tests
+export TANDEM_TEST_REQUIRE_COROSYNC=1   # likewise the corosync cluster of the quorum and HA tests
+export TANDEM_TEST_REQUIRE_IPMI=1       # and ipmi_sim, the BMCs of the HA tests
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

@@ -96,6 +96,14 @@ impl Drop for Daemon {
     }
 }
 
+/// Measured times of one failover, in seconds from the fault.
+struct Rto {
+    writable: f64,
+    hook: f64,
+    /// Something of n1 still ran when the replica became writable.
+    unfenced: bool,
+}
+
 /// The cluster of one test.
 struct Cluster {
     // Field order is drop order: daemons before the lab, pools last.
@@ -306,14 +314,18 @@ impl Cluster {
         });
     }
 
-    /// Waits until n2 has failed over by itself; returns (cut → writable,
-    /// cut → hook started) in seconds, `cut` being a wall-clock time.
-    fn wait_failover(&self, cut: f64) -> (f64, f64) {
+    /// Waits until n2 has failed over by itself; returns the times from
+    /// `cut` (a wall-clock time), recorded for benches/failover.sh under
+    /// `scenario`. Fails if anything of n1 still ran at the promotion.
+    fn wait_failover(&self, cut: f64, scenario: &str) -> Rto {
         let t = Instant::now();
         let patience = Duration::from_secs(60);
         let writable = loop {
+            // Before the check: whatever ran in n1 when the replica turned
+            // writable was running before, too.
+            let n1_alive = self.lab.alive(1);
             if self.writable() {
-                break now_s();
+                break (now_s(), n1_alive);
             }
             assert!(
                 t.elapsed() < patience,
@@ -334,7 +346,18 @@ impl Cluster {
             );
             thread::sleep(Duration::from_millis(25));
         };
-        (writable - cut, hook - cut)
+        let rto = Rto {
+            writable: writable.0 - cut,
+            hook: hook - cut,
+            unfenced: writable.1,
+        };
+        self.record(scenario, &rto);
+        assert!(
+            !rto.unfenced,
+            "the replica became writable while n1 still ran\n{}",
+            self.logs()
+        );
+        rto
     }
 
     /// What every automatic failover must leave behind on n2.
@@ -370,7 +393,12 @@ impl Cluster {
     }
 
     /// Appends a measured failover to `TANDEM_RTO_OUT`, if set.
-    fn record(&self, scenario: &str, (writable, hook): (f64, f64)) {
+    fn record(&self, scenario: &str, rto: &Rto) {
+        let Rto {
+            writable,
+            hook,
+            unfenced,
+        } = rto;
         eprintln!("{scenario}: writable after {writable:.2} s, hook started after {hook:.2} s");
         if let Some(out) = std::env::var_os("TANDEM_RTO_OUT") {
             use std::io::Write;
@@ -379,7 +407,7 @@ impl Cluster {
                 .append(true)
                 .open(out)
                 .unwrap();
-            let unfenced = u8::from(self.lab.powered(1));
+            let unfenced = u8::from(*unfenced);
             writeln!(
                 f,
                 "{}",
@@ -420,13 +448,12 @@ fn a_node_powered_off_fails_over_by_itself_and_follows_after_reverse() {
     });
     // What n1 wrote after its last replicated snapshot, before it died.
     std::fs::write(mnt(&c.src).join("late"), "after the last sync\n").unwrap();
-    let rto = c.wait_failover(cut);
+    let _ = c.wait_failover(cut, "power off (IPMI level)");
     c.assert_promoted_on_n2();
     let lf = c.last_failover(2);
     let attempts = &lf["report"]["failover"]["fence"]["attempts"];
     assert_eq!(attempts[0]["kind"], "ipmi", "{lf}");
     assert_eq!(attempts[0]["outcome"], "already_off", "{lf}");
-    c.record("power off (IPMI level)", rto);
 
     // n1 comes back (powered on, corosync and the daemon start): it is
     // refused as the primary and does not take the job back.
@@ -487,7 +514,7 @@ fn a_cut_node_with_a_reachable_bmc_is_powered_off_then_its_replica_promoted() {
 
     let cut = now_s();
     c.lab.cable(1, false);
-    let rto = c.wait_failover(cut);
+    let _ = c.wait_failover(cut, "network cut, BMC reachable (IPMI level)");
     c.assert_promoted_on_n2();
     assert!(
         c.lab.chassis_log(1).contains("set power 0"),
@@ -499,7 +526,6 @@ fn a_cut_node_with_a_reachable_bmc_is_powered_off_then_its_replica_promoted() {
         lf["report"]["failover"]["fence"]["attempts"][0]["outcome"], "powered_off",
         "{lf}"
     );
-    c.record("network cut, BMC reachable (IPMI level)", rto);
 }
 
 #[test]
@@ -524,13 +550,13 @@ fn a_cut_node_with_a_hung_bmc_is_promoted_only_after_the_watchdog_wait() {
     });
     assert!(!c.writable(), "nothing promoted before n1 stopped petting");
     c.lab.power(1, false);
-    let rto = c.wait_failover(cut);
+    let rto = c.wait_failover(cut, "network cut, BMC hung (watchdog level)");
     // The safety property of the level: never before timeout + margin of
     // absence (a slow machine only makes this larger).
     assert!(
-        rto.0 >= (WD_TIMEOUT_S + WD_MARGIN_S) as f64,
+        rto.writable >= (WD_TIMEOUT_S + WD_MARGIN_S) as f64,
         "promoted {:.2} s after the cut, before the watchdog wait",
-        rto.0
+        rto.writable
     );
     c.lab.bmc_hang(1, false);
     // assert_promoted_on_n2 checks the BMC says off: the hung BMC never
@@ -547,7 +573,6 @@ fn a_cut_node_with_a_hung_bmc_is_promoted_only_after_the_watchdog_wait() {
     assert_ne!(attempts[0]["outcome"], "powered_off", "{lf}");
     assert_eq!(attempts[1]["kind"], "watchdog", "{lf}");
     assert_eq!(attempts[1]["outcome"], "powered_off", "{lf}");
-    c.record("network cut, BMC hung (watchdog level)", rto);
 }
 
 /// A node that sees nothing happen: the replica stays a replica, the

@@ -151,6 +151,14 @@ impl Lab {
             .unwrap();
         assert!(o.status.success(), "kill {sig}: {}", text(&o));
     }
+    /// Does anything still run in node `n` (its corosync, daemon, hooks)?
+    pub fn alive(&self, n: u8) -> bool {
+        let o = Command::new("ip")
+            .args(["netns", "pids", &format!("{}-n{n}", self.prefix)])
+            .output()
+            .unwrap();
+        !String::from_utf8_lossy(&o.stdout).trim().is_empty()
+    }
     /// What a BMC does to node `n`, without the BMC: `false` kills every
     /// process in the node (as a reset by its watchdog would), `true`
     /// starts its corosync.
