@@ -13,6 +13,10 @@
 #   scripts/corosync-lab.sh exec   DIR N CMD...   run CMD in node N's network namespace
 #   scripts/corosync-lab.sh bmc    DIR N          start node N's BMC (ipmi_sim on 10.77.0.10N:623,
 #                                                 on the switch, so reachable while N is cut off)
+#   scripts/corosync-lab.sh split  DIR A B        corosync between nodes A and B cut (blackhole
+#                                                 routes), both still reach the switch: the
+#                                                 BMCs and the qnetd
+#   scripts/corosync-lab.sh unsplit DIR A B       the routes removed
 #   scripts/corosync-lab.sh power  DIR N 0|1      what N's BMC does to N: 0 kills every process
 #                                                 in N's namespace (corosync, daemon, hooks), 1
 #                                                 starts its corosync again
@@ -22,6 +26,10 @@
 # PREFIX (default: tq<pid>) names its namespaces, so several labs coexist.
 # TANDEM_LAB_NODES=2 (at `up`) makes a two-node cluster instead, with votequorum's
 # `two_node: 1` (each node stays quorate alone; wait_for_all at start).
+# TANDEM_LAB_QDEVICE=1 (with NODES=2) gives it a QDevice instead of two_node:
+# corosync-qnetd on the switch (10.77.0.254, TLS off: a lab on one machine),
+# corosync-qdevice in each node, model net, algorithm ffsplit (a 50:50 split
+# goes to the partition with the lowest node id).
 #
 # Why it is shaped so:
 # - libqb's IPC (how corosync-quorumtool and friends reach corosync) uses
@@ -35,7 +43,7 @@
 # Needs root, iproute2, util-linux and corosync (scripts/setup.sh corosync).
 set -euo pipefail
 
-cmd=${1:?usage: corosync-lab.sh up|cut|heal|stop|start|status|exec|bmc|power|down DIR ...}
+cmd=${1:?usage: corosync-lab.sh up|cut|heal|split|unsplit|stop|start|status|exec|bmc|power|down DIR ...}
 dir=${2:?the lab directory}
 token_ms=${TANDEM_LAB_TOKEN_MS:-1000}
 
@@ -68,7 +76,9 @@ $(for m in $(nodes_of); do printf '    node {\n        name: n%s\n        nodeid
 }
 quorum {
     provider: corosync_votequorum
-$( [ "$(nodes_of | wc -l)" = 2 ] && echo "    two_node: 1")
+$(if [ -f "$dir/qdevice" ]; then
+  printf '    device {\n        model: net\n        votes: 1\n        net {\n            tls: off\n            host: 10.77.0.254\n            algorithm: ffsplit\n        }\n    }\n'
+elif [ "$(nodes_of | wc -l)" = 2 ]; then echo "    two_node: 1"; fi)
 }
 system {
     state_dir: $d/state
@@ -93,10 +103,34 @@ start_node() {
     sh -c 'mount -t tmpfs tmpfs /run && exec corosync -f -c "$1"' sh "$dir/n$n/corosync.conf" \
     >> "$dir/n$n/stdout" 2>&1 &
   echo $! > "$dir/n$n/pid"
+  [ -f "$dir/qdevice" ] && start_qdevice "$n"
+  return 0
+}
+
+# corosync-qdevice of node N: its own mount namespace and /run (its lock),
+# in the node's network namespace (corosync's IPC); it waits for corosync.
+start_qdevice() {
+  local n=$1
+  nsenter --net="/run/netns/$(ns "$n")" unshare --mount --propagation private \
+    sh -c 'mount -t tmpfs tmpfs /run && mkdir -p /run/corosync-qdevice && for i in $(seq 1 100); do corosync-cmapctl -g runtime.votequorum.this_node_id >/dev/null 2>&1 && break; sleep 0.1; done; exec corosync-qdevice -f' \
+    >> "$dir/n$n/qdevice.log" 2>&1 &
+  echo $! > "$dir/n$n/qdevice.pid"
+}
+
+start_qnetd() {
+  in_ns "$(sw)" ip addr replace 10.77.0.254/24 dev br0
+  nsenter --net="/run/netns/$(sw)" unshare --mount --propagation private \
+    sh -c 'mount -t tmpfs tmpfs /run && mkdir -p /run/corosync-qnetd && exec corosync-qnetd -f -s off -l 10.77.0.254' \
+    >> "$dir/qnetd.log" 2>&1 &
+  echo $! > "$dir/qnetd.pid"
 }
 
 stop_node() {
   local n=$1 pid
+  if [ -f "$dir/n$n/qdevice.pid" ]; then
+    kill -KILL "$(cat "$dir/n$n/qdevice.pid")" 2>/dev/null || true
+    rm -f "$dir/n$n/qdevice.pid"
+  fi
   [ -f "$dir/n$n/pid" ] || return 0
   pid=$(cat "$dir/n$n/pid")
   kill -TERM "$pid" 2>/dev/null || true
@@ -114,6 +148,13 @@ up)
   dir=$(cd "$dir" && pwd)
   echo "${3:-tq$$}" > "$dir/prefix"
   echo "${TANDEM_LAB_NODES:-3}" > "$dir/nodes"
+  rm -f "$dir/qdevice"
+  if [ "${TANDEM_LAB_QDEVICE:-0}" = 1 ]; then
+    [ "$(cat "$dir/nodes")" = 2 ] || { echo "corosync-lab: a QDevice lab has two nodes (TANDEM_LAB_NODES=2)" >&2; exit 2; }
+    command -v corosync-qnetd >/dev/null && command -v corosync-qdevice >/dev/null ||
+      { echo "corosync-lab: corosync-qnetd and corosync-qdevice are not installed (scripts/setup.sh corosync)" >&2; exit 1; }
+    touch "$dir/qdevice"
+  fi
   case $(cat "$dir/nodes") in 2|3) ;; *) echo "corosync-lab: TANDEM_LAB_NODES must be 2 or 3" >&2; exit 2 ;; esac
   [ -f "$dir/authkey" ] || { dd if=/dev/urandom of="$dir/authkey" bs=256 count=1 status=none; chmod 400 "$dir/authkey"; }
   ip netns add "$(sw)"
@@ -134,6 +175,7 @@ up)
     in_ns "$(ns $n)" ip link set eth0 up
     write_conf "$n"
   done
+  [ -f "$dir/qdevice" ] && start_qnetd
   for n in $(nodes_of); do start_node "$n"; done
   count=$(nodes_of | wc -l)
   for _ in $(seq 1 150); do
@@ -163,10 +205,16 @@ power)
   case ${4:?0 or 1} in
   0) # The machine is off: nothing of it runs any more.
     for pid in $(ip netns pids "$(ns "$n")"); do kill -KILL "$pid" 2>/dev/null || true; done
-    rm -f "$dir/n$n/pid" ;;
+    rm -f "$dir/n$n/pid" "$dir/n$n/qdevice.pid" ;;
   1) [ -f "$dir/n$n/pid" ] && kill -0 "$(cat "$dir/n$n/pid")" 2>/dev/null || start_node "$n" ;;
   *) echo "corosync-lab: power takes 0 or 1" >&2; exit 2 ;;
   esac
+  ;;
+split|unsplit)
+  a=${3:?node}; b=${4:?node}
+  verb=add; [ "$cmd" = unsplit ] && verb=del
+  in_ns "$(ns "$a")" ip route "$verb" blackhole "10.77.0.$b/32"
+  in_ns "$(ns "$b")" ip route "$verb" blackhole "10.77.0.$a/32"
   ;;
 cut) in_ns "$(sw)" ip link set "p${3:?node}" down ;;
 heal) in_ns "$(sw)" ip link set "p${3:?node}" up ;;
@@ -186,6 +234,7 @@ down)
     # Whatever a test left running in the node (a daemon, a hook).
     for pid in $(ip netns pids "$(ns "$n")" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
   done
+  if [ -f "$dir/qnetd.pid" ]; then kill -KILL "$(cat "$dir/qnetd.pid")" 2>/dev/null || true; rm -f "$dir/qnetd.pid"; fi
   for n in $(nodes_of); do ip netns del "$(ns $n)" 2>/dev/null || true; done
   ip netns del "$(sw)" 2>/dev/null || true
   ;;

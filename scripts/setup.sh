@@ -9,7 +9,8 @@
 #   corosync - Debian's corosync, for the quorum tests; scripts/corosync-lab.sh runs a
 #           three-node cluster in network namespaces (nothing is started here; where
 #           the package starts its own service, it runs Debian's one-node config,
-#           which tandem's [quorum] mode = "auto" does not count as a cluster)
+#           which tandem's [quorum] mode = "auto" does not count as a cluster), and
+#           corosync-qnetd and corosync-qdevice for the two-node QDevice tests
 # Always, whatever the arguments (every build links them: tandem-fence's default
 # `corosync` feature, the native quorum backend through the rust-corosync bindings):
 #   Debian's corosync development packages, libquorum-dev libvotequorum-dev libcpg-dev
@@ -41,6 +42,9 @@ case " $want " in *" ipmi "*)
 esac
 case " $want " in *" corosync "*)
   [ -x /usr/sbin/corosync ] && [ -x /usr/sbin/corosync-quorumtool ] || need_pkgs+=(corosync)
+  # The QDevice of the two-node HA tests: the arbiter and the node's daemon.
+  command -v corosync-qnetd >/dev/null || need_pkgs+=(corosync-qnetd)
+  command -v corosync-qdevice >/dev/null || need_pkgs+=(corosync-qdevice)
   command -v nsenter >/dev/null || need_pkgs+=(util-linux)
   command -v ip >/dev/null || need_pkgs+=(iproute2) ;;
 esac

@@ -586,6 +586,13 @@ pub trait Control: Send + Sync {
     fn publish(&self, status: &NodeHa);
     /// A failover ended (for alerts and the log).
     fn report(&self, report: &Result<AutoReport, HaError>, dead: &str);
+    /// Why `job` must not fail over by itself now, if so: asked just
+    /// before acting, so that what changed since the config was loaded
+    /// (Proxmox VE's HA manager taking the guest over) still counts.
+    fn veto(&self, job: &Job) -> Option<String> {
+        let _ = job;
+        None
+    }
 }
 
 /// A node's automatic failover, for `tandem ha status`.
@@ -767,11 +774,29 @@ pub async fn watch<Z: Zfs>(
             pending_hooks(env, &jobs_now, &facts).await;
         }
         for d in decisions {
+            let mut vetoed = Vec::new();
             let chosen: Vec<Job> = jobs_now
                 .iter()
                 .filter(|j| d.jobs.contains(&j.name))
+                .filter(|j| match control.veto(j) {
+                    Some(why) => {
+                        tracing::error!(job = %j.name, "automatic failover REFUSED: {why}");
+                        vetoed.push(format!("{}: {why}", j.name));
+                        false
+                    }
+                    None => true,
+                })
                 .cloned()
                 .collect();
+            if chosen.is_empty() {
+                w.finished(
+                    &d.dead,
+                    Instant::now(),
+                    env.clock.now(),
+                    Attempt::Refused(vetoed.join("; ")),
+                );
+                continue;
+            }
             tracing::warn!(node = %d.dead, jobs = ?d.jobs,
                 "automatic failover: {} has been out of the quorate membership for its failover_delay: fencing it", d.dead);
             w.started(&d.dead, env.clock.now());

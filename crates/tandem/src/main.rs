@@ -103,6 +103,10 @@ enum Command {
         /// (the quorum check still applies)
         #[arg(long)]
         confirmed_off: bool,
+        /// Promote only: do not run the jobs' on_promote hooks (which start the
+        /// workload; run by default, at most once per promotion)
+        #[arg(long, conflicts_with_all = ["test", "cleanup"])]
+        no_start: bool,
         /// Do not ask before --confirmed-off (required when not on a terminal)
         #[arg(long)]
         yes: bool,
@@ -390,12 +394,13 @@ fn main() -> ExitCode {
             Command::Failover {
                 node,
                 confirmed_off,
+                no_start,
                 yes,
                 json,
                 ..
             } => {
                 let node = node.unwrap_or_default();
-                cmd::failover::failover(&path, &node, confirmed_off, yes, json).await
+                cmd::failover::failover(&path, &node, confirmed_off, no_start, yes, json).await
             }
             Command::Reverse {
                 job,

@@ -112,36 +112,92 @@ struct Cluster {
     dir: PathBuf,
     src: String,
     dst: String,
+    nodes: u8,
+    both_ways: bool,
+    pve: bool,
     _a: Pool,
     _b: Pool,
 }
+
+/// The shape of a test's cluster.
+struct Opts {
+    /// failover_delay of every job.
+    delay: String,
+    /// 3, or 2 (`two_node: 1`, unless `qdevice`).
+    nodes: u8,
+    /// A two-node cluster with a QDevice as its tie-breaker.
+    qdevice: bool,
+    /// Also job `k`, n2 → n1: each node is the other's replica.
+    both_ways: bool,
+    /// Job j carries guest vm:100, and `[pve] root` is DIR/pve.
+    pve: bool,
+}
+
+impl Opts {
+    fn three(delay: &str) -> Opts {
+        Opts {
+            delay: delay.into(),
+            nodes: 3,
+            qdevice: false,
+            both_ways: false,
+            pve: false,
+        }
+    }
+    fn two(delay: &str, qdevice: bool) -> Opts {
+        Opts {
+            delay: delay.into(),
+            nodes: 2,
+            qdevice,
+            both_ways: true,
+            pve: false,
+        }
+    }
+}
+
+/// The extra wait of the node whose name sorts last, in a two-node
+/// cluster without a tie-breaker (`[ha] two_node_delay`).
+const TWO_NODE_DELAY_S: u64 = 8;
 
 impl Cluster {
     /// Lab, BMCs, pools, one replicated cycle, daemons on n1 and n2 (n3
     /// only votes), and n2's watcher watching n1.
     fn new(dir: &Path, delay: &str) -> Cluster {
-        let lab = Lab::up(&dir.join("lab"));
-        for n in 1..=3 {
+        Self::with(dir, &Opts::three(delay))
+    }
+
+    fn with(dir: &Path, o: &Opts) -> Cluster {
+        let lab = if o.qdevice {
+            Lab::up_qdevice(&dir.join("lab"))
+        } else {
+            Lab::up_with(&dir.join("lab"), o.nodes)
+        };
+        for n in 1..=o.nodes {
             lab.bmc(n);
         }
         let (a, b) = (Pool::new("ha"), Pool::new("hb"));
         let (src, dst) = (a.ds("vm"), b.ds("vm"));
         zfs(&["create", &src]);
         std::fs::write(mnt(&src).join("data"), "written on n1\n").unwrap();
+        if o.both_ways {
+            zfs(&["create", &b.ds("ct")]);
+            std::fs::write(mnt(&b.ds("ct")).join("data"), "written on n2\n").unwrap();
+        }
         let pw = dir.join("bmc.pass");
         std::fs::write(&pw, "secret\n").unwrap();
         std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         // The hook "starts the workload": it needs the promoted dataset
-        // writable, and says when and with what it ran.
+        // writable, and says when and with what it ran (hook-started-JOB,
+        // hook-env-JOB).
         let hook = dir.join("on-promote");
         std::fs::write(
             &hook,
             format!(
-                "#!/bin/sh\ndate +%s.%N > {d}/hook-started.tmp && mv {d}/hook-started.tmp {d}/hook-started\n\
-                 env | grep '^TANDEM_' | sort > {d}/hook-env\n\
-                 echo \"workload started on $TANDEM_TO\" > {m}/workload\n",
+                "#!/bin/sh
+d={d}
+                 date +%s.%N > $d/hook-started-$TANDEM_JOB.tmp && mv $d/hook-started-$TANDEM_JOB.tmp $d/hook-started-$TANDEM_JOB
+                 env | grep '^TANDEM_' | sort > $d/hook-env-$TANDEM_JOB
+                 echo \"workload started on $TANDEM_TO\" > \"$(zfs get -H -o value mountpoint $TANDEM_DATASETS)/workload\"\n",
                 d = dir.display(),
-                m = mnt(&b.name).join("vm").display()
             ),
         )
         .unwrap();
@@ -153,19 +209,34 @@ impl Cluster {
             dir: dir.to_owned(),
             src,
             dst,
+            nodes: o.nodes,
+            both_ways: o.both_ways,
+            pve: o.pve,
             _a: a,
             _b: b,
         };
-        for n in 1..=3 {
+        for n in 1..=o.nodes {
             std::fs::create_dir_all(c.node_dir(n)).unwrap();
-            std::fs::write(c.cfg(n), c.config(n, delay)).unwrap();
+            std::fs::write(c.cfg(n), c.config(n, &o.delay)).unwrap();
         }
-        let o = c.tandem(1, &["run", "j"]);
-        assert!(o.status.success(), "first cycle: {}", text(&o));
+        let out = c.tandem(1, &["run", "j"]);
+        assert!(out.status.success(), "first cycle: {}", text(&out));
+        if o.both_ways {
+            let out = c.tandem(2, &["run", "k"]);
+            assert!(out.status.success(), "first cycle of k: {}", text(&out));
+        }
         c.start(1);
         c.start(2);
         wait_until("n2 to watch n1", || c.ha_state(2) == "watching");
+        if o.both_ways {
+            wait_until("n1 to watch n2", || c.job_state(1, "k") == "watching");
+        }
         c
+    }
+
+    /// Job k's ends: n2's dataset and its replica on n1.
+    fn k(&self) -> (String, String) {
+        (self._b.ds("ct"), self._a.ds("ct"))
     }
 
     fn node_dir(&self, n: u8) -> PathBuf {
@@ -181,7 +252,7 @@ impl Cluster {
             "state_dir = \"{}/state\"\nlocal_node = \"n{n}\"\n\n",
             d.display()
         );
-        for m in 1..=3u8 {
+        for m in 1..=self.nodes {
             s += &format!(
                 "[nodes.n{m}]\naddress = \"local\"\n\
                  [[nodes.n{m}.fence]]\nkind = \"ipmi\"\nhost = \"{}\"\nport = 623\nusername = \"admin\"\n\
@@ -191,14 +262,31 @@ impl Cluster {
                 self.dir.join("bmc.pass").display()
             );
         }
+        let hook = self.dir.join("on-promote");
+        let job = |name: &str, from: &str, to: &str| {
+            format!(
+                "[jobs.{name}]\nsource = \"{from}\"\ntarget = \"{to}\"\ninterval = \"2s\"\nkeep = 5\n\
+                 failover = \"auto\"\nfailover_delay = \"{delay}\"\non_promote = \"{}\"\n{}\n",
+                hook.display(),
+                if self.pve && name == "j" { "guest = \"vm:100\"\n" } else { "" }
+            )
+        };
+        s += &job(
+            "j",
+            &format!("n1:{}", self.src),
+            &format!("n2:{}", self.dst),
+        );
+        if self.both_ways {
+            let (ks, kd) = self.k();
+            s += &job("k", &format!("n2:{ks}"), &format!("n1:{kd}"));
+        }
+        if self.pve {
+            s += &format!("[pve]\nroot = \"{}\"\n\n", self.dir.join("pve").display());
+        }
         s += &format!(
-            "[jobs.j]\nsource = \"n1:{}\"\ntarget = \"n2:{}\"\ninterval = \"2s\"\nkeep = 5\n\
-             failover = \"auto\"\nfailover_delay = \"{delay}\"\non_promote = \"{}\"\n\n\
+            "[ha]\ntwo_node_delay = \"{TWO_NODE_DELAY_S}s\"\n\n\
              [watchdog]\ndevice = \"{d}/no-watchdog\"\nmux_socket = \"{d}/watchdog-mux.sock\"\ninterval = \"100ms\"\n\n\
              [quorum]\nmode = \"corosync\"\nrefresh = \"200ms\"\ntimeout = \"3s\"\n",
-            self.src,
-            self.dst,
-            self.dir.join("on-promote").display(),
             d = d.display()
         );
         s
@@ -274,7 +362,10 @@ impl Cluster {
     }
     /// Job j's HA state on node `n` ("watching", "primary_lost", ...).
     fn ha_state(&self, n: u8) -> String {
-        self.ha_status(n)["jobs"]["j"]["state"]
+        self.job_state(n, "j")
+    }
+    fn job_state(&self, n: u8, job: &str) -> String {
+        self.ha_status(n)["jobs"][job]["state"]
             .as_str()
             .unwrap_or("")
             .to_owned()
@@ -301,7 +392,7 @@ impl Cluster {
         !self.readonly(&self.dst)
     }
     fn hook_started(&self) -> Option<f64> {
-        std::fs::read_to_string(self.dir.join("hook-started"))
+        std::fs::read_to_string(self.dir.join("hook-started-j"))
             .ok()
             .and_then(|s| s.trim().parse().ok())
     }
@@ -365,7 +456,7 @@ impl Cluster {
         assert!(self.writable());
         let mark = self.prop(&self.dst, "tandem:generation");
         assert!(mark.contains("n2"), "generation mark: {mark}");
-        let env = std::fs::read_to_string(self.dir.join("hook-env")).unwrap();
+        let env = std::fs::read_to_string(self.dir.join("hook-env-j")).unwrap();
         for want in [
             "TANDEM_HOOK=on_promote",
             "TANDEM_JOB=j",
@@ -689,4 +780,162 @@ fn a_test_failover_while_replicating_changes_nothing() {
     );
     assert!(c.lab.powered(1), "nothing fenced");
     assert_eq!(c.ha_state(2), "watching");
+}
+
+/// Seconds between two RFC 3339 times of a status file.
+fn secs_between(a: &serde_json::Value, b: &serde_json::Value) -> i64 {
+    let t = |v: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{v} is not a time: {e}"))
+    };
+    (t(b) - t(a)).num_seconds()
+}
+
+/// A two-node cluster (`two_node: 1`, no tie-breaker) split in two while
+/// both still reach the BMCs: each side stays quorate and sees the other
+/// die, and each holds the other's replica. The deterministic fence
+/// delay lets only one win: n1 (its name sorts first) fences at once, n2
+/// would wait `two_node_delay` more, and is powered off before it can.
+#[test]
+fn two_nodes_without_a_tie_breaker_cannot_both_win_the_fence_race() {
+    if !available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let c = Cluster::with(tmp.path(), &Opts::two("3s", false));
+    let (k_src, k_dst) = c.k();
+    let q = c.tandem(1, &["quorum", "--json"]);
+    let qv: serde_json::Value = serde_json::from_slice(&q.stdout).unwrap();
+    assert_eq!(qv["two_node"], true, "{qv}");
+
+    c.lab.split(1, 2, true);
+    // Both see the other gone, and both stay quorate: n1 plans to fence
+    // after the delay, n2 after the delay and two_node_delay.
+    let mut seen = [None, None];
+    wait_until("both sides to see the other gone", || {
+        if seen[0].is_none() && c.job_state(1, "k") == "primary_lost" {
+            seen[0] = Some(c.ha_status(1)["jobs"]["k"].clone());
+        }
+        if seen[1].is_none() && c.job_state(2, "j") == "primary_lost" {
+            seen[1] = Some(c.ha_status(2)["jobs"]["j"].clone());
+        }
+        seen.iter().all(Option::is_some) || c.lab.chassis_log(2).contains("set power 0")
+    });
+    if let Some(s1) = &seen[0] {
+        assert_eq!(secs_between(&s1["since"], &s1["fence_at"]), 3, "n1: {s1}");
+    }
+    if let Some(s2) = &seen[1] {
+        assert_eq!(
+            secs_between(&s2["since"], &s2["fence_at"]),
+            3 + TWO_NODE_DELAY_S as i64,
+            "n2 waits two_node_delay more: {s2}"
+        );
+    }
+    // n1 wins: n2 is off, k's replica on n1 is the primary now.
+    wait_until("n1 to promote k's replica", || !c.readonly(&k_dst));
+    assert!(!c.lab.alive(2), "n2 was powered off");
+    assert!(!c.lab.powered(2), "n2's BMC says off");
+    assert!(c.lab.chassis_log(2).contains("set power 0"));
+    assert!(c.lab.alive(1) && c.lab.powered(1), "n1 runs");
+    assert!(
+        !c.lab.chassis_log(1).contains("set power"),
+        "nobody switched n1: {}",
+        c.lab.chassis_log(1)
+    );
+    let mark = c.prop(&k_dst, "tandem:generation");
+    assert!(mark.contains("n1"), "k's mark names n1: {mark}");
+    let env = std::fs::read_to_string(c.dir.join("hook-env-k")).unwrap();
+    assert!(env.lines().any(|l| l == "TANDEM_TO=n1"), "{env}");
+    assert_eq!(
+        std::fs::read_to_string(mnt(&k_dst).join("data")).unwrap(),
+        "written on n2\n"
+    );
+    // j stays where it was: n1's primary, its replica on the dead n2 untouched.
+    thread::sleep(Duration::from_secs(TWO_NODE_DELAY_S + 2));
+    assert!(c.readonly(&c.dst), "n2 promoted nothing");
+    assert!(!c.readonly(&c.src), "n1 still j's primary");
+    assert!(c.last_failover(2).is_null(), "{}", c.last_failover(2));
+    assert!(!c.dir.join("hook-started-j").exists());
+    let _ = k_src;
+}
+
+/// A two-node cluster whose tie-breaker is a QDevice: n1's cable cut, n1
+/// also loses the qnetd, so n1 is not quorate and does nothing, while n2
+/// (with the QDevice's vote) fences it at once — no two-node wait, though
+/// n2's name sorts last.
+#[test]
+fn with_a_qdevice_only_the_side_holding_its_vote_fails_over() {
+    if !available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let c = Cluster::with(tmp.path(), &Opts::two("3s", true));
+    let (_, k_dst) = c.k();
+    let q = c.tandem(2, &["quorum", "--json"]);
+    let qv: serde_json::Value = serde_json::from_slice(&q.stdout).unwrap();
+    assert_eq!(qv["qdevice"], true, "{qv}");
+
+    let cut = now_s();
+    c.lab.cable(1, false);
+    let mut lost = None;
+    wait_until("n2 to see n1 gone", || {
+        if c.ha_state(2) == "primary_lost" {
+            lost = Some(c.ha_status(2)["jobs"]["j"].clone());
+        }
+        lost.is_some() || c.writable()
+    });
+    if let Some(l) = &lost {
+        assert_eq!(
+            secs_between(&l["since"], &l["fence_at"]),
+            3,
+            "no two-node wait with a QDevice: {l}"
+        );
+    }
+    let _ = c.wait_failover(cut, "two nodes + QDevice, network cut (IPMI level)");
+    c.assert_promoted_on_n2();
+    assert!(c.lab.powered(2), "n2 runs");
+    assert!(
+        !c.lab.chassis_log(2).contains("set power"),
+        "n1 switched nothing: {}",
+        c.lab.chassis_log(2)
+    );
+    assert!(c.readonly(&k_dst), "n1 promoted nothing");
+    assert!(!c.dir.join("hook-started-k").exists());
+}
+
+/// The config refuses `failover = "auto"` for a guest Proxmox VE's own HA
+/// manager manages; the daemon looks again just before acting: a guest
+/// added to PVE's HA after the daemon started is refused too (two
+/// managers must never start one VM twice) — no fence, no promotion.
+#[test]
+fn a_guest_pve_ha_took_over_after_the_start_is_never_failed_over() {
+    if !available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut o = Opts::three("3s");
+    o.pve = true;
+    let c = Cluster::with(tmp.path(), &o);
+    let ha = c.dir.join("pve/ha");
+    std::fs::create_dir_all(&ha).unwrap();
+    std::fs::write(ha.join("resources.cfg"), "vm: 100\n\tstate started\n").unwrap();
+
+    let o = c.lab.ipmitool(1, "off");
+    assert!(o.status.success(), "power off: {}", text(&o));
+    wait_until("n2 to refuse", || c.ha_state(2) == "refused");
+    let st = c.ha_status(2);
+    let why = st["jobs"]["j"]["error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("vm:100") && why.contains("Proxmox VE's own HA manager"),
+        "{st}"
+    );
+    thread::sleep(Duration::from_secs(2));
+    assert!(c.readonly(&c.dst), "nothing promoted\n{}", c.logs());
+    assert!(c.hook_started().is_none());
+    assert_eq!(
+        c.lab.chassis_log(1).matches("set power").count(),
+        1,
+        "only the test's own power off, no fence: {}",
+        c.lab.chassis_log(1)
+    );
 }

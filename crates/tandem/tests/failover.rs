@@ -750,3 +750,78 @@ fn a_corrupt_state_file_does_not_stop_a_failover() {
         .collect();
     assert_eq!(kept.len(), 1, "the corrupt file is kept for a look");
 }
+
+/// A hook script in `dir` that appends "JOB FROM TO" to `dir/ran` and
+/// exits with `code`.
+fn counting_hook(dir: &std::path::Path, code: i32) -> PathBuf {
+    let p = dir.join(format!("hook-{code}"));
+    std::fs::write(
+        &p,
+        format!(
+            "#!/bin/sh\necho \"$TANDEM_HOOK $TANDEM_JOB $TANDEM_FROM $TANDEM_TO\" >> {}/ran\nexit {code}\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// `tandem failover` by hand starts the workload as the daemon does: the
+/// job's on_promote runs once per promotion (a second failover does not
+/// run it again), `--no-start` promotes only, and a failing hook is exit 1
+/// with the promotion kept.
+#[test]
+fn a_manual_failover_runs_on_promote_once_and_no_start_skips_it() {
+    let hooks = tempfile::tempdir().unwrap();
+    let ok = counting_hook(hooks.path(), 0);
+    let Some(s) = Scenario::new(
+        Fence::Bmc,
+        &format!("on_promote = \"{}\"\n", ok.display()),
+        1,
+    ) else {
+        return;
+    };
+    let ran = || std::fs::read_to_string(hooks.path().join("ran")).unwrap_or_default();
+    let o = s.as_dst(&["failover", "src"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    expect_log(&o, &["j: promoted", "j: on_promote succeeded"]);
+    assert_eq!(ran(), "on_promote j src dst\n");
+    let o = s.as_dst(&["failover", "src", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["jobs"][0]["outcome"], "already_primary", "{v}");
+    assert_eq!(ran(), "on_promote j src dst\n", "not run twice");
+    drop(s);
+
+    let Some(s) = Scenario::new(
+        Fence::Bmc,
+        &format!("on_promote = \"{}\"\n", ok.display()),
+        1,
+    ) else {
+        return;
+    };
+    std::fs::remove_file(hooks.path().join("ran")).unwrap();
+    let o = s.as_dst(&["failover", "src", "--no-start", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["hooks"], serde_json::json!({}), "{v}");
+    assert_eq!(v["jobs"][0]["outcome"], "promoted", "{v}");
+    assert!(s.writable(&s.dst));
+    assert_eq!(ran(), "", "--no-start runs no hook");
+    drop(s);
+
+    let failing = counting_hook(hooks.path(), 7);
+    let Some(s) = Scenario::new(
+        Fence::Bmc,
+        &format!("on_promote = \"{}\"\n", failing.display()),
+        1,
+    ) else {
+        return;
+    };
+    let o = s.as_dst(&["failover", "src"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    expect_log(&o, &["j: promoted", "j: on_promote FAILED"]);
+    assert!(s.writable(&s.dst), "the promotion stands");
+    assert_eq!(ran(), "on_promote j src dst\n");
+}

@@ -87,6 +87,47 @@ fn wants_auto(cfg: &Config) -> bool {
     })
 }
 
+/// The daemon's [`tandem_ha::auto::Control`]: the state directory's files,
+/// and a last look at Proxmox VE's HA resources before acting — the config
+/// refuses `failover = "auto"` for a guest PVE's HA manages when it is
+/// loaded, but the guest may have been added to PVE's HA since.
+struct PveAware {
+    files: tandem_ha::auto::FileControl,
+    resources: std::path::PathBuf,
+}
+
+impl tandem_ha::auto::Control for PveAware {
+    fn paused(&self) -> Option<tandem_ha::auto::Pause> {
+        tandem_ha::auto::Control::paused(&self.files)
+    }
+    fn publish(&self, status: &tandem_ha::auto::NodeHa) {
+        tandem_ha::auto::Control::publish(&self.files, status)
+    }
+    fn report(&self, report: &Result<tandem_ha::auto::AutoReport, tandem_ha::HaError>, dead: &str) {
+        tandem_ha::auto::Control::report(&self.files, report, dead)
+    }
+    fn veto(&self, job: &tandem_repl::job::Job) -> Option<String> {
+        let guest = job.guest?;
+        match std::fs::read_to_string(&self.resources) {
+            Ok(text) => tandem_config::pve::managed_services(&text)
+                .contains(&guest)
+                .then(|| {
+                    format!(
+                        "guest {guest} is now managed by Proxmox VE's own HA manager ({}): two managers \
+                         must never act on one guest",
+                        self.resources.display()
+                    )
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            // Cannot tell: the safe answer is not to act.
+            Err(e) => Some(format!(
+                "cannot read {} to check that PVE's HA manager does not manage guest {guest}: {e}",
+                self.resources.display()
+            )),
+        }
+    }
+}
+
 /// Starts this node's automatic failover loop
 /// ([`tandem_ha::auto::watch`]) over the loaded config, if a job here
 /// asks for it.
@@ -113,7 +154,10 @@ fn start_auto(
             "daemon: automatic failover",
         );
         let (_tx, rx) = tokio::sync::watch::channel(cfg.jobs.values().cloned().collect::<Vec<_>>());
-        let ctl = tandem_ha::auto::FileControl::new(&cfg.state_dir);
+        let ctl = PveAware {
+            files: tandem_ha::auto::FileControl::new(&cfg.state_dir),
+            resources: cfg.pve_root.join(tandem_config::pve::RESOURCES),
+        };
         tandem_ha::auto::watch(&env, &rx, cfg.ha, &ctl).await;
     }))
 }

@@ -3,7 +3,7 @@
 //! and `--cleanup [JOB]`: the engine is `tandem_ha::drill`.
 //!
 //! Exit codes (for HA managers): 0 every replica promoted (or already
-//! was), 1 a job failed, 3 refused because NODE is not confirmed off or
+//! was) and its `on_promote` (if any) succeeded, 1 a job or a hook failed, 3 refused because NODE is not confirmed off or
 //! this node has no quorum; 2 bad usage or configuration. `--test`: 0 the
 //! clone was made, the hook (if any) succeeded and everything was removed
 //! again; 1 otherwise (refused here, the hook failed, something was left).
@@ -38,11 +38,23 @@ struct Refusal<'a> {
     fence: Option<&'a FenceReport>,
 }
 
-/// `tandem failover NODE`.
+/// `--json` of a failover: the engine's report, and what each job's
+/// `on_promote` did (absent with `--no-start`).
+#[derive(Serialize)]
+struct Manual<'a> {
+    #[serde(flatten)]
+    failover: &'a FailoverReport,
+    hooks: &'a std::collections::BTreeMap<String, tandem_ha::auto::HookOutcome>,
+}
+
+/// `tandem failover NODE`: fence, promote, then (unless `no_start`) run
+/// the `on_promote` hook of every job promoted here, as the daemon's
+/// automatic failover does — at most once per generation.
 pub async fn failover(
     path: &Path,
     node: &str,
     confirmed_off: bool,
+    no_start: bool,
     yes: bool,
     json: bool,
 ) -> Result<ExitCode> {
@@ -61,10 +73,36 @@ pub async fn failover(
     let quorum = cfg.quorum.source();
     let env = env(&cfg, &*quorum, &backends, &store, &fencer, "failover");
     let jobs: Vec<_> = cfg.jobs.values().cloned().collect();
-    match run(&env, &jobs, node, confirmed_off).await {
-        Ok(report) => {
-            print(&report, json)?;
-            Ok(if report.ok() {
+    let done = if no_start {
+        run(&env, &jobs, node, confirmed_off)
+            .await
+            .map(|failover| tandem_ha::auto::AutoReport {
+                failover,
+                hooks: Default::default(),
+            })
+    } else {
+        tandem_ha::auto::failover_and_start(&env, &jobs, node, confirmed_off).await
+    };
+    match done {
+        Ok(r) => {
+            let hooks_ok = r.hooks.values().all(|h| {
+                !matches!(
+                    h,
+                    tandem_ha::auto::HookOutcome::Failed { .. }
+                        | tandem_ha::auto::HookOutcome::AlreadyRun { ok: Some(false) }
+                )
+            });
+            if json {
+                let m = Manual {
+                    failover: &r.failover,
+                    hooks: &r.hooks,
+                };
+                outln!("{}", serde_json::to_string_pretty(&m)?);
+            } else {
+                print(&r.failover, false)?;
+                print_hooks(&r.hooks);
+            }
+            Ok(if r.failover.ok() && hooks_ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
@@ -116,6 +154,27 @@ fn print_fence(f: &FenceReport) {
                 a.elapsed_ms
             ),
             _ => {}
+        }
+    }
+}
+
+fn print_hooks(hooks: &std::collections::BTreeMap<String, tandem_ha::auto::HookOutcome>) {
+    use tandem_ha::auto::HookOutcome as H;
+    for (job, h) in hooks {
+        match h {
+            H::None => {}
+            H::Ok => outln!("{job}: on_promote succeeded: the workload is starting here"),
+            H::Failed { error } => outln!(
+                "{job}: on_promote FAILED: {error} (the replica stays promoted: start the workload by hand)"
+            ),
+            H::AlreadyRun { ok } => outln!(
+                "{job}: on_promote already ran for this generation ({}); not run again",
+                match ok {
+                    Some(true) => "it succeeded",
+                    Some(false) => "it FAILED",
+                    None => "it did not finish",
+                }
+            ),
         }
     }
 }

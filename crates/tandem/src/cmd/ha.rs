@@ -128,16 +128,24 @@ pub fn status(path: &Path, json: bool) -> Result<ExitCode> {
     );
     if let Some(jobs) = st.get("jobs").and_then(|j| j.as_object()) {
         for (job, v) in jobs {
-            let state = v.get("state").and_then(|x| x.as_str()).unwrap_or("?");
-            let detail: Vec<String> = v
-                .as_object()
-                .into_iter()
-                .flatten()
-                .filter(|(k, _)| *k != "state")
-                .map(|(k, x)| format!("{k}={}", x.as_str().map_or(x.to_string(), str::to_owned)))
-                .collect();
-            outln!("  {job:<20} {state:<13} {}", detail.join(" "));
+            outln!("  {job:<20} {}", describe(v));
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One job's HA state from the daemon's status file, as a line:
+/// `primary_lost primary=n1 since=... fence_at=...`.
+pub fn describe(v: &serde_json::Value) -> String {
+    let state = v.get("state").and_then(|x| x.as_str()).unwrap_or("?");
+    let detail: Vec<String> = v
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| *k != "state")
+        .map(|(k, x)| format!("{k}={}", x.as_str().map_or(x.to_string(), str::to_owned)))
+        .collect();
+    format!("{state:<13} {}", detail.join(" "))
+        .trim_end()
+        .to_owned()
 }

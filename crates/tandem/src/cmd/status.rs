@@ -61,6 +61,12 @@ pub struct Row {
     pub generation: u64,
     /// The last promotion by `tandem failover`, if any.
     pub promoted: Option<tandem_repl::state::Promotion>,
+    /// The job's automatic failover state as this node's daemon last
+    /// published it (`tandem ha status`): `{"state": "watching",
+    /// "primary": "n1"}`, `primary_lost`, `fencing`, `promoted`,
+    /// `hook_failed`, `paused`, `not_quorate`, ...; absent when no daemon
+    /// here watches the job.
+    pub ha: Option<serde_json::Value>,
 }
 
 /// `tandem status [--json]`.
@@ -87,6 +93,11 @@ pub async fn status(path: &Path, json: bool) -> Result<ExitCode> {
             }
         }
     }
+    // What this node's daemon says of its automatic failover, if it runs.
+    let ha = tandem_ha::auto::FileControl::new(&cfg.state_dir)
+        .read_status()
+        .ok()
+        .flatten();
     let mut rows = Vec::new();
     for j in cfg.jobs.values() {
         let (st, corrupt) = match store.load(&j.name) {
@@ -150,6 +161,11 @@ pub async fn status(path: &Path, json: bool) -> Result<ExitCode> {
             last_error: corrupt.or_else(|| st.last_error.clone()),
             generation: g.number,
             promoted: st.promoted.clone(),
+            ha: ha
+                .as_ref()
+                .and_then(|h| h.get("jobs"))
+                .and_then(|js| js.get(j.name.as_str()))
+                .cloned(),
         });
     }
     if json {
@@ -182,6 +198,9 @@ pub async fn status(path: &Path, json: bool) -> Result<ExitCode> {
             );
             if let Some(e) = &r.last_error {
                 crate::outln!("    error: {e}");
+            }
+            if let Some(h) = &r.ha {
+                crate::outln!("    automatic failover: {}", super::ha::describe(h));
             }
         }
         // The daemon's watchdog keeper, if it left a status file (human

@@ -50,6 +50,13 @@ impl Lab {
     }
     /// A lab of `nodes` (2 or 3) nodes.
     pub fn up_with(dir: &Path, nodes: u8) -> Lab {
+        Self::up_opts(dir, nodes, false)
+    }
+    /// A two-node lab whose tie-breaker is a QDevice (qnetd on the switch).
+    pub fn up_qdevice(dir: &Path) -> Lab {
+        Self::up_opts(dir, 2, true)
+    }
+    fn up_opts(dir: &Path, nodes: u8, qdevice: bool) -> Lab {
         let prefix = format!("tq{}", std::process::id() % 100_000);
         let lab = Lab {
             dir: dir.to_owned(),
@@ -59,6 +66,7 @@ impl Lab {
             .arg(lab_script())
             .args(["up", dir.to_str().unwrap(), &prefix])
             .env("TANDEM_LAB_NODES", nodes.to_string())
+            .env("TANDEM_LAB_QDEVICE", if qdevice { "1" } else { "0" })
             .output()
             .unwrap();
         assert!(
@@ -150,6 +158,18 @@ impl Lab {
             .output()
             .unwrap();
         assert!(o.status.success(), "kill {sig}: {}", text(&o));
+    }
+    /// Cuts corosync between nodes `a` and `b` (`false`: restores it);
+    /// both still reach the switch (the BMCs, the qnetd).
+    pub fn split(&self, a: u8, b: u8, cut: bool) {
+        let what = if cut { "split" } else { "unsplit" };
+        let o = self.script(&[
+            what,
+            self.dir.to_str().unwrap(),
+            &a.to_string(),
+            &b.to_string(),
+        ]);
+        assert!(o.status.success(), "{what} {a} {b}: {}", text(&o));
     }
     /// Does anything still run in node `n` (its corosync, daemon, hooks)?
     pub fn alive(&self, n: u8) -> bool {
