@@ -16,7 +16,7 @@ GUEST_MODULES="zfs spl virtio_pci virtio_blk virtio_net virtio_console virtio_rn
   softdog i6300esb ipmi_si ipmi_devintf ipmi_watchdog ipmi_poweroff ipmi_msghandler"
 GUEST_PACKAGES="kmod,udev,systemd-standalone-sysusers,iproute2,iputils-ping,procps,psmisc,socat,netcat-openbsd,
 ipmitool,qemu-guest-agent,busybox-static,openssh-server,openssh-client,util-linux,xxd,
-libcmap4,libquorum5,libvotequorum8,libcpg4,libcfg7,libcorosync-common4,libqb100"
+libcmap4,libquorum5,libvotequorum8,libcpg4,libcfg7,libcorosync-common4,libqb100,corosync"
 
 recipe_hash() {
   cat "$0" "$LAB_SCRIPTS/common.sh" "$LAB_SCRIPTS"/guest/* "$CACHE/modules.done" | sha256sum | cut -c1-16

@@ -1,13 +1,20 @@
-//! The end-to-end failover drill on real OpenZFS: node A (a guest whose power belongs to an
-//! `ipmi_sim` BMC) replicates a Proxmox-style zvol to node B (another guest) with the real
-//! `tandem` binary while a writer puts sequence-numbered 4 KiB records into it. In the middle of a
-//! large incremental transfer A loses power (the host's `ipmitool chassis power off`). B runs
-//! `tandem failover a`: tandem's own IPMI agent, in guest B, fences A through the same BMC (reached
-//! over QEMU's user-mode network at 10.0.2.2, i.e. the host's 127.0.0.1), aborts the partial
-//! receive and promotes the newest complete snapshot; the writer continues on B. A is powered on
-//! again through the BMC, imports its pool and runs `tandem reverse`: its divergent state is set
-//! aside under `rpool/tandem-diverged/`, A follows B, and A's unreplicated records are read back
-//! through the printed `/dev/zvol/...` path.
+//! The end-to-end failover drill on real OpenZFS, automatic: node A (a guest whose power belongs
+//! to an `ipmi_sim` BMC) replicates a Proxmox-style zvol to node B (another guest) with the real
+//! `tandem` binary while a writer puts sequence-numbered 4 KiB records into it. A and B form a
+//! two-node corosync cluster (Debian's corosync in the guests, knet over the guests' link,
+//! `two_node: 1`), and the job has `failover = "auto"`: `tandem daemon` runs on B. In the middle of
+//! a large incremental transfer A loses power (the host's `ipmitool chassis power off`). Nobody
+//! types anything: B's daemon sees A leave corosync's membership, waits `failover_delay` (and,
+//! its name sorting after A's, `two_node_delay`), fences A with tandem's own IPMI agent in guest B
+//! through the same BMC (reached over QEMU's user-mode network at 10.0.2.2, i.e. the host's
+//! 127.0.0.1), aborts the partial receive, promotes the newest complete snapshot, and runs the
+//! job's `on_promote` hook, which restarts the writer on B. A is powered on again through the BMC,
+//! imports its pool, is refused as the primary, and runs `tandem reverse`: its divergent state is
+//! set aside under `rpool/tandem-diverged/`, A follows B, and A's unreplicated records are read
+//! back through the printed `/dev/zvol/...` path. Every acknowledged record is accounted for.
+//!
+//! (`tandem failover` typed by hand runs the same engine; the host tier covers it, and this drill
+//! covered it on OpenZFS until it was made automatic.)
 //!
 //! Needs `hw-tests/lab/lab.sh build` and `cargo build -p tandem`; run with
 //! `cargo test -p tandem-hw-tests --test failover_drill -- --include-ignored --nocapture`.
@@ -43,11 +50,13 @@ const B_COUNT: u32 = 40;
 const BULK_MIB: u32 = 48;
 /// Sender-side rate limit of the job, so the large transfer lasts long enough to interrupt.
 const RATE: &str = "4M";
+/// The hook B's daemon runs after promoting: the writer, restarted on B.
+const HOOK: &str = "/root/on-promote.sh";
 
 #[test]
 #[ignore = "needs the QEMU lab (hw-tests/lab/lab.sh build) and target/debug/tandem"]
-fn failover_drill_power_off_mid_transfer_then_reverse() {
-    let test = "failover_drill_power_off_mid_transfer_then_reverse";
+fn failover_drill_power_off_mid_transfer_recovers_by_itself_then_reverse() {
+    let test = "failover_drill_power_off_mid_transfer_recovers_by_itself_then_reverse";
     let Some(share) = Share::with_tandem(test) else {
         return;
     };
@@ -76,17 +85,61 @@ fn ssh_node(ip: &str, me: &str) -> String {
     )
 }
 
+/// The job (automatic failover, the hook restarting the writer; cycles are run by hand on A, so
+/// the interval is long), and what automatic failover needs on both nodes: corosync, and fence
+/// levels for both ends. B has no BMC in this lab: its level is the watchdog level, which a
+/// two-node cluster without a QDevice refuses — A never needs to fence B here.
 fn job_table() -> String {
     format!(
-        "[jobs.{JOB}]\nsource = \"a:{SRC}\"\ntarget = \"b:{DST}\"\nkeep = 3\nrate_limit = \"{RATE}\"\n"
+        "[jobs.{JOB}]\nsource = \"a:{SRC}\"\ntarget = \"b:{DST}\"\nkeep = 3\nrate_limit = \"{RATE}\"\n\
+         interval = \"1h\"\nfailover = \"auto\"\nfailover_delay = \"2s\"\non_promote = \"{HOOK}\"\n\n\
+         [quorum]\nmode = \"corosync\"\n\n[ha]\ntwo_node_delay = \"1s\"\nretry = \"5s\"\n"
+    )
+}
+
+/// Node a's fence level: its BMC on the host.
+fn fence_a(bmc_port: u16) -> String {
+    format!(
+        "[[nodes.a.fence]]\nkind = \"ipmi\"\nhost = \"{HOST_GATEWAY}\"\nport = {bmc_port}\n\
+         username = \"{BMC_USER}\"\npassword_file = \"/root/bmc-a.pw\"\ncipher_suite = 3\n\
+         power_timeout = \"30s\"\n"
+    )
+}
+
+const FENCE_B: &str = "[[nodes.b.fence]]\nkind = \"watchdog\"\ntimeout = \"60s\"\n";
+
+/// corosync in a guest: a two-node cluster over the guests' link, `two_node: 1`; no crypto (a
+/// lab link between two guests of one host). Started in the background; the guest's root is a
+/// tmpfs, so this is redone after a power cycle.
+fn corosync_up(g: &Guest) -> Result<()> {
+    let conf = format!(
+        "totem {{\n version: 2\n cluster_name: drill\n transport: knet\n crypto_cipher: none\n \
+         crypto_hash: none\n token: 3000\n}}\n\
+         nodelist {{\n node {{\n  name: a\n  nodeid: 1\n  ring0_addr: {A_IP}\n }}\n \
+         node {{\n  name: b\n  nodeid: 2\n  ring0_addr: {B_IP}\n }}\n}}\n\
+         quorum {{\n provider: corosync_votequorum\n two_node: 1\n}}\n\
+         logging {{\n to_logfile: yes\n logfile: /root/corosync.log\n to_syslog: no\n \
+         to_stderr: no\n timestamp: hires\n}}\n"
+    );
+    write_file(g, "/etc/corosync/corosync.conf", &conf)?;
+    g.spawn(
+        "mkdir -p /var/lib/corosync /run/corosync && exec corosync -f > /root/corosync.out 2>&1",
+    )
+}
+
+fn quorate(g: &Guest) -> Result<bool> {
+    Ok(
+        g.exec("corosync-quorumtool -s | grep -Eq '^Quorate:[[:space:]]+Yes'")?
+            .success(),
     )
 }
 
 /// A's config: A local, B through ssh; B may push into `rpool/data` (after the reverse).
-fn config_a() -> String {
+fn config_a(bmc_port: u16) -> String {
     format!(
-        "state_dir = \"{A_STATE}\"\nlocal_node = \"a\"\n\n[nodes.a]\naddress = \"local\"\n\n\
-         [nodes.b]\n{}\n{}\n[[serve.peers]]\nname = \"b\"\nwrite = [\"rpool/data\"]\n",
+        "state_dir = \"{A_STATE}\"\nlocal_node = \"a\"\n\n[nodes.a]\naddress = \"local\"\n{}\n\
+         [nodes.b]\n{}{FENCE_B}\n{}\n[[serve.peers]]\nname = \"b\"\nwrite = [\"rpool/data\"]\n",
+        fence_a(bmc_port),
         ssh_node(B_IP, "a"),
         job_table()
     )
@@ -96,12 +149,11 @@ fn config_a() -> String {
 /// from the guest through QEMU's user-mode network); A may push into `tank/replica`.
 fn config_b(bmc_port: u16) -> String {
     format!(
-        "state_dir = \"{STATE_DIR}\"\nlocal_node = \"b\"\n\n[nodes.a]\n{}\n\
-         [[nodes.a.fence]]\nkind = \"ipmi\"\nhost = \"{HOST_GATEWAY}\"\nport = {bmc_port}\n\
-         username = \"{BMC_USER}\"\npassword_file = \"/root/bmc-a.pw\"\ncipher_suite = 3\n\
-         power_timeout = \"30s\"\n\n[nodes.b]\naddress = \"local\"\n\n{}\n\
+        "state_dir = \"{STATE_DIR}\"\nlocal_node = \"b\"\n\n[nodes.a]\n{}\n{}\n\
+         [nodes.b]\naddress = \"local\"\n{FENCE_B}\n{}\n\
          [[serve.peers]]\nname = \"a\"\nwrite = [\"tank/replica\"]\n",
         ssh_node(A_IP, "b"),
+        fence_a(bmc_port),
         job_table()
     )
 }
@@ -235,7 +287,7 @@ fn drill(lab: &Lab, share: &Share, f: &mut Findings) -> Result<()> {
     b.run("zpool create -f -o ashift=12 tank /dev/vda && zfs create tank/replica")?;
     a.run(&format!("zfs create -V 128M -o volblocksize=16k {SRC}"))?;
     wait_dev(&a, DEV_A)?;
-    write_file(&a, CONFIG, &config_a())?;
+    write_file(&a, CONFIG, &config_a(bmc.lan_port()))?;
     write_file(&b, CONFIG, &config_b(bmc.lan_port()))?;
     b.run(&format!(
         "umask 077 && printf '%s\\n' {} > /root/bmc-a.pw",
@@ -244,6 +296,16 @@ fn drill(lab: &Lab, share: &Share, f: &mut Findings) -> Result<()> {
     // B reaches A's BMC from inside the guest, before anything depends on it
     let t = tandem(&b, "fence test a")?;
     f.check(t.code == 0, format!("`tandem fence test a` on B: {t}"));
+
+    // the cluster: corosync on both
+    corosync_up(&a)?;
+    corosync_up(&b)?;
+    poll(
+        "A and B quorate (two_node)",
+        Duration::from_secs(120),
+        || Ok(quorate(&a)? && quorate(&b)?),
+    )?;
+    println!("[drill] {}", tandem(&b, "quorum")?.stdout.trim());
 
     // the writer on A: ~10 records/s until it is powered off
     let ack_a = share.path().join("ack-a.log");
@@ -266,6 +328,40 @@ fn drill(lab: &Lab, share: &Share, f: &mut Findings) -> Result<()> {
     let last_sha = sha256_snap(&a, SRC, &last_sent)?;
     let last_guid = guid(&a, &format!("{SRC}@{last_sent}"))?;
     println!("[drill] last complete replication snapshot: @{last_sent} guid {last_guid}");
+
+    // B's daemon, once B holds the replica it will watch
+    // B's hook: the writer, restarted on B once its zvol is writable
+    write_file(
+        &b,
+        HOOK,
+        &format!(
+            "#!/bin/sh\nfor i in $(seq 1 100); do [ -e {DEV_B} ] && break; sleep 0.1; done\n{}\n",
+            writer(
+                "b",
+                DEV_B,
+                B_FIRST,
+                B_FIRST + B_COUNT,
+                "/mnt/host/ack-b.log",
+                "0"
+            )
+        ),
+    )?;
+    b.run(&format!("chmod 755 {HOOK}"))?;
+    b.spawn(&format!(
+        "TANDEM_LOG=info exec {TANDEM} --config {CONFIG} daemon > /root/daemon.log 2>&1"
+    ))?;
+    let watching = poll("B's daemon to watch A", Duration::from_secs(60), || {
+        let o = tandem(&b, "ha status --json")?;
+        Ok(o.json()["daemon"]["jobs"][JOB]["state"] == "watching")
+    });
+    if watching.is_err() {
+        println!(
+            "--- B: ha status\n{}\n--- B's daemon log\n{}",
+            tandem(&b, "ha status --json")?,
+            b.exec("cat /root/daemon.log")?.stdout
+        );
+    }
+    watching?;
 
     // a large write, and its transfer in the background
     a.run(&format!(
@@ -344,51 +440,59 @@ fn drill(lab: &Lab, share: &Share, f: &mut Findings) -> Result<()> {
         "the interrupted snapshot must not be complete on B"
     );
 
-    // failover on B: fence A through its BMC, promote
-    let t_fo = Instant::now();
-    let mut fo = tandem(&b, "failover a --json")?;
-    let mut fo_wall = t_fo.elapsed();
-    println!("[drill] {fo}");
-    if fo.code != 0 && fo.stdout.contains("is busy") {
-        // The sender is off, but B's `zfs receive` (under `tandem serve`, under sshd) still
-        // waits for data: a powered-off peer sends no FIN or RST, and the receiving side sends
-        // nothing that could time out, so it would wait for TCP keepalive (2 h by default).
-        f.check(
-            false,
-            format!(
-                "failover could not abort the partial receive: the `zfs receive` from the \
-                 powered-off A still runs on B and holds {DST}/%recv busy ({})",
-                fo.json()["jobs"][0]["error"]
-            ),
-        );
-        // what an operator would do: end that receive, then fail over again (idempotent)
-        let pids = b.run("pgrep -f 'zfs (receive|recv)'")?;
-        let pids: Vec<&str> = pids.split_whitespace().collect();
+    // B recovers by itself: fence A through its BMC, promote, start the writer (the hook)
+    let ack_b = share.path().join("ack-b.log");
+    let promoted = poll(
+        "B's daemon to fail over by itself",
+        Duration::from_secs(240),
+        || Ok(tandem(&b, "ha status --json")?.json()["daemon"]["jobs"][JOB]["state"] == "promoted"),
+    );
+    if promoted.is_err() {
         println!(
-            "[drill] workaround: kill -9 {} on B, failover again",
-            pids.join(" ")
+            "--- B's daemon log\n{}",
+            b.exec("cat /root/daemon.log")?.stdout
         );
-        b.run(&format!("kill -9 {}", pids.join(" ")))?;
-        poll("the receive on B to end", Duration::from_secs(30), || {
-            Ok(!b.exec("pgrep -f 'zfs (receive|recv)'")?.success())
-        })?;
-        let t = Instant::now();
-        fo = tandem(&b, "failover a --json")?;
-        fo_wall = t.elapsed();
-        println!("[drill] {fo}");
     }
-    assert_eq!(fo.code, 0, "failover: {fo}");
-    let v = fo.json();
-    assert_eq!(v["fenced"], true, "{fo}");
-    assert_eq!(v["confirmed_by"], "fence", "{fo}");
+    report_timing(
+        "drill: A power off -> B promoted (ha status)",
+        t_off.elapsed(),
+    );
+    promoted?;
+    poll("the hook's writer on B", Duration::from_secs(120), || {
+        Ok(acked(&ack_b).len() == B_COUNT as usize)
+    })?;
+    report_timing("drill: A power off -> B's writer done", t_off.elapsed());
+    let last = b.run(&format!("cat {STATE_DIR}/ha/last-failover.json"))?;
+    let last: Value = serde_json::from_str(&last)
+        .map_err(|e| Error::Config(format!("last-failover.json: {e}: {last}")))?;
+    let log = b.exec("cat /root/daemon.log")?.stdout;
+    f.check(
+        !log.contains("trying again later"),
+        format!(
+            "B's first automatic failover did not succeed (retried): {}",
+            log.lines()
+                .filter(|l| l.contains("trying again later"))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        ),
+    );
+    assert_eq!(last["node"], "a", "{last}");
+    assert_eq!(last["ok"], true, "{last}");
+    assert_eq!(last["report"]["hooks"][JOB]["hook"], "ok", "{last}");
+    // B's daemon has done its part; stop it before A returns (the reverse is the operator's)
+    b.run("pkill -f '[t]andem --config /root/tandem.toml daemon' || true")?;
+    println!("[drill] automatic failover: {}", last["report"]["failover"]);
+    let v = &last["report"]["failover"];
+    assert_eq!(v["fenced"], true, "{v}");
+    assert_eq!(v["confirmed_by"], "fence", "{v}");
     let att = &v["fence"]["attempts"][0];
     assert!(
         att["outcome"] == "already_off" || att["outcome"] == "powered_off",
-        "{fo}"
+        "{v}"
     );
     let j = &v["jobs"][0];
-    assert_eq!(j["ok"], true, "{fo}");
-    assert_eq!(j["snapshot"], format!("{DST}@{last_sent}"), "{fo}");
+    assert_eq!(j["ok"], true, "{v}");
+    assert_eq!(j["snapshot"], format!("{DST}@{last_sent}"), "{v}");
     report_timing(
         "drill: failover start -> replica writable",
         ms(&j["writable_after_ms"]),
@@ -397,7 +501,6 @@ fn drill(lab: &Lab, share: &Share, f: &mut Findings) -> Result<()> {
         "drill: failover fence (IPMI from guest B)",
         ms(&att["elapsed_ms"]),
     );
-    report_timing("drill: failover command, wall", fo_wall);
     println!(
         "[drill] fence outcome {}, RPO {} s, partial receive on B before failover: {partial}, \
          receive process alive: {receiving}",
@@ -422,9 +525,9 @@ fn drill(lab: &Lab, share: &Share, f: &mut Findings) -> Result<()> {
     );
     wait_dev(&b, DEV_B)?;
     assert_eq!(
-        sha256_dev(&b, DEV_B)?,
+        sha256_snap(&b, DST, &last_sent)?,
         last_sha,
-        "B's zvol equals A's last complete snapshot"
+        "B's newest snapshot equals A's last complete one (the zvol itself has B's writes now)"
     );
     let on_b = records(&b, DEV_B, B_FIRST + B_COUNT)?;
     let replicated = seqs(&on_b, "a");
@@ -441,18 +544,7 @@ fn drill(lab: &Lab, share: &Share, f: &mut Findings) -> Result<()> {
     );
     assert!(!lost.is_empty(), "A wrote after the last complete snapshot");
 
-    // the writer continues on B
-    let ack_b = share.path().join("ack-b.log");
-    timed("drill: B writes records", || {
-        b.run(&writer(
-            "b",
-            DEV_B,
-            B_FIRST,
-            B_FIRST + B_COUNT,
-            "/mnt/host/ack-b.log",
-            "0",
-        ))
-    })?;
+    // the writer continued on B (the hook)
     let acked_b = acked(&ack_b);
     assert_eq!(acked_b.len(), B_COUNT as usize);
     let on_b = records(&b, DEV_B, B_FIRST + B_COUNT)?;
@@ -472,7 +564,7 @@ fn drill(lab: &Lab, share: &Share, f: &mut Findings) -> Result<()> {
     a.run("zpool import rpool")?;
     wait_dev(&a, DEV_A)?;
     println!("{}", install(&a)?.trim());
-    write_file(&a, CONFIG, &config_a())?;
+    write_file(&a, CONFIG, &config_a(bmc.lan_port()))?;
     authorize(&a, &b)?;
     authorize(&b, &a)?;
     // every acknowledged record survived the power loss on A (O_DSYNC + ZIL replay)

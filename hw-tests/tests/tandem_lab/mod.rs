@@ -34,15 +34,21 @@ pub struct Share(PathBuf);
 
 impl Share {
     /// Copies the tandem binary into a fresh share directory. `None` (after printing
-    /// `SKIP <test>: ...`) when the binary has not been built.
+    /// `SKIP <test>: ...`) when the binary has not been built; a panic instead under
+    /// `TANDEM_LAB_REQUIRE=1`.
     pub fn with_tandem(test: &str) -> Option<Share> {
         let bin = tandem_binary();
         if !bin.is_file() {
-            eprintln!(
-                "SKIP {test}: the tandem binary {} is missing; run `cargo build -p tandem` \
+            let why = format!(
+                "the tandem binary {} is missing; run `cargo build -p tandem` \
                  (or set TANDEM_LAB_TANDEM_BIN)",
                 bin.display()
             );
+            // like an unavailable lab: under TANDEM_LAB_REQUIRE=1 (CI) this fails the test
+            if std::env::var_os("TANDEM_LAB_REQUIRE").is_some_and(|v| v == "1") {
+                panic!("{test}: required (TANDEM_LAB_REQUIRE=1) but {why}");
+            }
+            eprintln!("SKIP {test}: {why}");
             return None;
         }
         let dir =
