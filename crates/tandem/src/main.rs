@@ -148,6 +148,11 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
+    /// Print a tandem config made from another tool's setup; changes nothing
+    Import {
+        #[command(subcommand)]
+        what: ImportCmd,
+    },
     /// Make the cluster CA and node certificates for the TLS transport
     Cert {
         #[command(subcommand)]
@@ -175,6 +180,20 @@ enum Command {
         /// File holding the BMC password (mode 0600)
         #[arg(long)]
         bmc_password_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ImportCmd {
+    /// Proxmox VE storage replication (replication.cfg, storage.cfg, the guest
+    /// configs): one job per guest with all its ZFS disks, printed as TOML
+    Pvesr {
+        /// Where PVE's cluster filesystem is (or a copy of it)
+        #[arg(long, default_value = tandem_config::pve::DEFAULT_ROOT)]
+        root: PathBuf,
+        /// Print the mapping as JSON instead of a config
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -437,6 +456,9 @@ fn main() -> ExitCode {
                 }
             }
             Command::Quorum { json, watch } => cmd::quorum::quorum(&path, json, watch).await,
+            Command::Import {
+                what: ImportCmd::Pvesr { root, json },
+            } => cmd::import::pvesr(&root, json),
             Command::Cert {
                 what: CertCmd::Ca { dir },
             } => cmd::cert::ca(&dir),

@@ -255,3 +255,46 @@ fn status_json_plan_and_missing_source() {
         "{text}"
     );
 }
+
+/// What `tandem import pvesr` promises: a disk pvesr has replicated is
+/// continued from pvesr's last snapshot (matched by GUID), not copied
+/// again, and pvesr's snapshot is left alone.
+#[test]
+fn a_pvesr_replica_is_continued_incrementally_from_pvesrs_last_snapshot() {
+    if !zfs_available() {
+        return;
+    }
+    let Some((_a, _b, src, dst, env)) =
+        setup(Via::Local, "data/vm-100-disk-0", "data/vm-100-disk-0", "")
+    else {
+        return;
+    };
+    write_random(&mnt(&src).join("disk.bin"), 4 << 20, 21);
+    // what pvesr leaves behind: its snapshot on both sides, the target a received copy
+    let pvesr = format!("{src}@__replicate_100-0_1700000000__");
+    zfs(&["snapshot", &pvesr]);
+    cmd(
+        "sh",
+        &["-c", &format!("zfs send '{pvesr}' | zfs receive '{dst}'")],
+    );
+    let pvesr_guid = snaps(&src)[0].1;
+    assert_eq!(snaps(&dst), snaps(&src));
+    write_random(&mnt(&src).join("after.bin"), 1 << 20, 22);
+    let o = env.tandem(&["run", "j", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["plans"], serde_json::json!(["incremental"]), "{v}");
+    assert!(
+        (v[0]["bytes"].as_u64().unwrap()) < 3 << 20,
+        "only the new 1 MiB crossed, not the 4 MiB pvesr had sent: {v}"
+    );
+    assert_replica(&src, &dst);
+    for ds in [&src, &dst] {
+        let s = snaps(ds);
+        assert_eq!(
+            (s[0].0.as_str(), s[0].1),
+            ("__replicate_100-0_1700000000__", pvesr_guid),
+            "pvesr's snapshot stays on {ds}: {s:?}"
+        );
+    }
+}

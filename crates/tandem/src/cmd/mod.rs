@@ -6,6 +6,7 @@ pub mod demo;
 pub mod failover;
 pub mod fence;
 pub mod ha;
+pub mod import;
 pub mod quorum;
 pub mod reverse;
 pub mod run;

@@ -1,7 +1,8 @@
-//! Proxmox VE's own HA manager, as far as tandem must know it: which
-//! guests it manages (`/etc/pve/ha/resources.cfg`), so that a job with
+//! Proxmox VE, as far as tandem must know it: which guests its own HA
+//! manager manages (`/etc/pve/ha/resources.cfg`), so that a job with
 //! `failover = "auto"` never carries one of them — two managers acting on
-//! one guest would start it twice.
+//! one guest would start it twice; and what `tandem import pvesr` reads to
+//! turn PVE's storage replication into tandem jobs ([`import`]).
 //!
 //! `resources.cfg` is PVE's section-config format: a line `TYPE: ID`
 //! (`vm: 100`, `ct: 101`) opens a section, indented `key value` lines
@@ -18,6 +19,9 @@
 
 use std::collections::BTreeSet;
 
+pub mod import;
+pub mod section;
+
 use tandem_repl::job::{Guest, GuestKind};
 
 /// The default `[pve] root`.
@@ -28,16 +32,15 @@ pub const RESOURCES: &str = "ha/resources.cfg";
 /// The guests `resources.cfg` lists (services of other types, comments
 /// and section bodies are skipped). Pure: the file's text in.
 pub fn managed_services(text: &str) -> BTreeSet<Guest> {
-    text.lines()
-        .filter(|l| !l.starts_with(char::is_whitespace) && !l.starts_with('#'))
-        .filter_map(|l| {
-            let (kind, id) = l.split_once(':')?;
-            let kind = match kind.trim() {
+    section::sections(text)
+        .into_iter()
+        .filter_map(|s| {
+            let kind = match s.kind.as_str() {
                 "vm" => GuestKind::Vm,
                 "ct" => GuestKind::Ct,
                 _ => return None,
             };
-            let vmid = id.split_whitespace().next()?.parse().ok()?;
+            let vmid = s.id.parse().ok()?;
             Some(Guest { kind, vmid })
         })
         .collect()
