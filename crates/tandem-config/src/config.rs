@@ -630,6 +630,30 @@ impl Config {
                 },
             );
         }
+        // A job's target is received into, rolled back, renamed aside by
+        // `reverse`: nothing of another job may live in it, contain it or be
+        // it. (Two jobs may share a source: each snapshots it under its own
+        // names.)
+        let all: Vec<&Job> = jobs.values().collect();
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                for (ra, ea) in [("source", &a.source), ("target", &a.target)] {
+                    for (rb, eb) in [("source", &b.source), ("target", &b.target)] {
+                        let same_target = ra == "target" && rb == "target" && ea == eb;
+                        if (ra == "source" && rb == "source") || same_target || ea.node != eb.node {
+                            continue;
+                        }
+                        if ea.dataset.is_within(&eb.dataset) || eb.dataset.is_within(&ea.dataset) {
+                            errors.push(format!(
+                                "[jobs.{}] {ra} {ea} and [jobs.{}] {rb} {eb} overlap: a job's \
+                                 target may not be, contain or lie within another job's datasets",
+                                a.name, b.name
+                            ));
+                        }
+                    }
+                }
+            }
+        }
         for j in jobs.values().filter(|j| j.failover == FailoverMode::Auto) {
             if raw.quorum.mode == tandem_fence::quorum::QuorumMode::Off {
                 errors.push(format!(
@@ -874,6 +898,41 @@ rate_limit = "50M"
         Config::parse(text, Path::new("/etc/t.toml"))
             .expect_err("invalid")
             .to_string()
+    }
+
+    #[test]
+    fn jobs_may_not_reach_into_each_others_targets() {
+        let two = |a: (&str, &str), b: (&str, &str)| {
+            format!(
+                "[nodes.x]\naddress = \"local\"\n[nodes.y]\naddress = \"10.0.0.2\"\n\
+                 [jobs.a]\nsource = \"{}\"\ntarget = \"{}\"\n[jobs.b]\nsource = \"{}\"\ntarget = \"{}\"\n",
+                a.0, a.1, b.0, b.1
+            )
+        };
+        let parse = |t: &str| Config::parse(t, Path::new("/etc/t.toml"));
+        // nested replicas
+        let e = err(&two(("x:tank/a", "y:tank/r"), ("x:tank/b", "y:tank/r/b")));
+        assert!(
+            e.contains("[jobs.a] target y:tank/r and [jobs.b] target y:tank/r/b overlap"),
+            "{e}"
+        );
+        // a replica that is another job's source (a cascade would snapshot the replica)
+        let e = err(&two(("x:tank/a", "y:tank/r"), ("y:tank/r", "x:tank/c")));
+        assert!(
+            e.contains("[jobs.a] target y:tank/r and [jobs.b] source y:tank/r overlap"),
+            "{e}"
+        );
+        // a source inside another job's replica
+        let e = err(&two(("x:tank/a", "y:tank/r"), ("y:tank/r/own", "x:tank/c")));
+        assert!(e.contains("overlap"), "{e}");
+        // the same target twice is reported once, as before
+        let e = err(&two(("x:tank/a", "y:tank/r"), ("x:tank/b", "y:tank/r")));
+        assert!(e.contains("is also the target of job a"), "{e}");
+        assert!(!e.contains("overlap"), "{e}");
+        // allowed: siblings, one source to two targets, the same path on other nodes
+        assert!(parse(&two(("x:tank/a", "y:tank/r/a"), ("x:tank/b", "y:tank/r/b"))).is_ok());
+        assert!(parse(&two(("x:tank/a", "y:tank/r1"), ("x:tank/a", "y:tank/r2"))).is_ok());
+        assert!(parse(&two(("x:tank/a", "y:tank/a"), ("y:tank/b", "x:tank/b"))).is_ok());
     }
 
     #[test]

@@ -61,6 +61,11 @@ fn bad_configs_are_refused_with_a_named_problem_and_no_pool_changes() {
             vec!["[jobs.j] source", "at most 255"],
         ),
         (
+            "a job inside another job's replica",
+            format!("{good}[jobs.k]\nsource = \"src:{src}\"\ntarget = \"dst:{dst}/inner\"\n"),
+            vec!["[jobs.j] target", "[jobs.k] target", "overlap"],
+        ),
+        (
             "unreadable state dir",
             good.replace(
                 &format!("{}/state", dir.path().display()),
