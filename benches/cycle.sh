@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Time of a replication cycle with no new data, for 1, 100 and 1000 jobs,
-# on zfs-fuse file-backed pools on this machine, next to a hand-written
+# on zfs-fuse file-backed pools on this machine (unmounted datasets), next to a hand-written
 # shell cycle that does the minimum by hand (snapshot, send -i | receive,
 # destroy the previous snapshot on both sides) for the same datasets; the
 # `zfs` processes tandem starts per job in one steady-state cycle, counted
@@ -41,7 +41,10 @@ EOS
 chmod 755 "$counter"
 truncate -s 4G "$work/a.img" "$work/b.img"
 zpool create -f $pa "$work/a.img"; zpool create -f $pb "$work/b.img"
-zfs create $pa/data; zfs create $pa/shell; zfs create $pb/replica; zfs create $pb/shell
+# Unmounted (mountpoint=none, inherited by every job's dataset and replica):
+# zfs-fuse gives each mounted dataset its own FUSE mount and loses them past
+# ~1000, and a no-change cycle needs no files.
+for d in $pa/data $pa/shell $pb/replica $pb/shell; do zfs create -o mountpoint=none "$d"; done
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 now() { date +%s.%N; }
@@ -55,7 +58,7 @@ for n in $JOBS; do
     echo '[nodes.b]'; echo 'address = "local"'; echo "zfs_path = \"$counter\""; } > "$cfg"
   for i in $(seq 1 "$n"); do
     ds=$pa/data/n${n}d$i
-    zfs create "$ds"; echo "data $i" > "/$ds/f"
+    zfs create "$ds"
     printf '[jobs.n%sj%s]\nsource = "a:%s"\ntarget = "b:%s/replica/n%sd%s"\nkeep = 2\n' "$n" "$i" "$ds" "$pb" "$n" "$i" >> "$cfg"
   done
   $bin -c "$cfg" run >/dev/null   # first cycle: full sends
