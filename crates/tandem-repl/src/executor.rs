@@ -617,23 +617,40 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
             }
         }
         let protect = [s.guid];
+        // Held in this listing: our tag may still be on it (the releases
+        // above are best-effort); an unheld one needs no `zfs release`.
+        let held = |d: &tandem_zfs::Dataset, v: &SnapshotName| {
+            d.snapshots.iter().any(|x| &x.name == v && x.userrefs > 0)
+        };
         if let Some(d) = src {
             for victim in crate::plan::retention(&j.name, d, j.keep, &protect) {
-                self.prune(self.src, &j.source.node, &victim, out).await;
+                let h = held(d, &victim);
+                self.prune(self.src, &j.source.node, &victim, h, out).await;
             }
         }
         if let Some(d) = tgt {
             for victim in crate::plan::retention(&j.name, d, j.keep, &protect) {
-                self.prune(self.tgt, &j.target.node, &victim, out).await;
+                let h = held(d, &victim);
+                self.prune(self.tgt, &j.target.node, &victim, h, out).await;
             }
         }
         out.common = Some(common_of(s, t));
         Ok(())
     }
 
-    async fn prune<Z: Zfs>(&self, z: &Z, node: &str, victim: &SnapshotName, out: &mut Outcome) {
-        // Release our own tag first (a crash may have left it), then destroy.
-        let _ = z.release(&self.job.name.hold_tag(), victim).await;
+    async fn prune<Z: Zfs>(
+        &self,
+        z: &Z,
+        node: &str,
+        victim: &SnapshotName,
+        held: bool,
+        out: &mut Outcome,
+    ) {
+        // Release our own tag first where the listing shows a hold (a crash
+        // may have left it), then destroy.
+        if held {
+            let _ = z.release(&self.job.name.hold_tag(), victim).await;
+        }
         match z.destroy_snapshot(victim, Some(&self.job.claim)).await {
             Ok(Changed::Done) => {
                 tracing::debug!(job = %self.job.name, %node, snapshot = %victim, "pruned");
