@@ -27,7 +27,6 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tandem_repl::job::{Guest, GuestKind};
-use tandem_repl::naming::JobName;
 use tandem_zfs::DatasetName;
 
 use super::section::{guest_settings, sections, volume_options, Section};
@@ -224,11 +223,22 @@ struct PvesrJob<'a> {
 /// pvesr's default schedule.
 const DEFAULT_SCHEDULE: &str = "*/15";
 
+/// A pvesr schedule with no fixed interval: why, and the interval it is
+/// mapped to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unmapped {
+    /// Why it has no fixed interval.
+    pub why: String,
+    /// The nearest interval tandem uses instead.
+    pub nearest: Duration,
+}
+
 /// A pvesr schedule (a systemd-like calendar event) as a fixed interval,
 /// where it has one; otherwise the nearest and why.
-pub fn schedule_interval(s: &str) -> Result<Duration, String> {
+pub fn schedule_interval(s: &str) -> Result<Duration, Unmapped> {
     let s = s.trim();
     let min = |n: u64| Duration::from_secs(60 * n);
+    let unmapped = |why: String, nearest: Duration| Err(Unmapped { why, nearest });
     match s {
         "minutely" => return Ok(min(1)),
         "hourly" => return Ok(min(60)),
@@ -236,20 +246,19 @@ pub fn schedule_interval(s: &str) -> Result<Duration, String> {
     }
     // "*/N", "*:*/N", "*:0/N", "*:00/N": every N minutes (N divides the hour
     // evenly, or the last run of each hour comes early)
-    let rep = s
-        .strip_prefix("*/")
-        .or_else(|| s.strip_prefix("*:*/"))
-        .or_else(|| s.strip_prefix("*:0/"))
-        .or_else(|| s.strip_prefix("*:00/"));
-    if let Some(n) = rep.and_then(|n| n.parse::<u64>().ok()) {
-        if (1..=59).contains(&n) {
-            if 60 % n == 0 {
-                return Ok(min(n));
-            }
-            return Err(format!(
-                "{s:?} runs every {n} minutes and again at the full hour; mapped to {n}m"
-            ));
+    let rep = ["*/", "*:*/", "*:0/", "*:00/"]
+        .iter()
+        .find_map(|p| s.strip_prefix(p))
+        .and_then(|n| n.parse::<u64>().ok())
+        .filter(|n| (1..=59).contains(n));
+    if let Some(n) = rep {
+        if 60 % n == 0 {
+            return Ok(min(n));
         }
+        return unmapped(
+            format!("{s:?} runs every {n} minutes and again at the full hour"),
+            min(n),
+        );
     }
     // "*:MM" or "*:MM,NN": once (or a few times) an hour
     if let Some(mm) = s.strip_prefix("*:") {
@@ -258,28 +267,16 @@ pub fn schedule_interval(s: &str) -> Result<Duration, String> {
             return Ok(min(60 / count));
         }
     }
-    Err(format!(
-        "schedule {s:?} is a calendar event with no fixed interval"
-    ))
-}
-
-/// What `schedule_interval` maps an unmappable schedule to.
-fn fallback_interval(s: &str) -> Duration {
-    let s = s.trim();
-    let min = |n: u64| Duration::from_secs(60 * n);
-    for p in ["*/", "*:*/", "*:0/", "*:00/"] {
-        if let Some(n) = s.strip_prefix(p).and_then(|n| n.parse::<u64>().ok()) {
-            if (1..=59).contains(&n) {
-                return min(n);
-            }
-        }
-    }
-    match s {
+    let nearest = match s {
         "daily" => min(24 * 60),
         "weekly" => min(7 * 24 * 60),
         "monthly" => min(30 * 24 * 60),
         _ => min(15),
-    }
+    };
+    unmapped(
+        format!("schedule {s:?} is a calendar event with no fixed interval"),
+        nearest,
+    )
 }
 
 fn fmt_duration(d: Duration) -> String {
@@ -616,10 +613,13 @@ pub fn import(tree: &Tree) -> Import {
         for j in &chosen {
             let d = match schedule_interval(j.schedule) {
                 Ok(d) => d,
-                Err(why) => {
-                    let d = fallback_interval(j.schedule);
-                    comments.push(format!("{}: {why}; mapped to {}", j.id, fmt_duration(d)));
-                    d
+                Err(Unmapped { why, nearest }) => {
+                    comments.push(format!(
+                        "{}: {why}; mapped to {}",
+                        j.id,
+                        fmt_duration(nearest)
+                    ));
+                    nearest
                 }
             };
             interval = Some(interval.map_or(d, |i| i.min(d)));
@@ -650,6 +650,8 @@ pub fn import(tree: &Tree) -> Import {
                 pools.len()
             ));
         }
+        used_nodes.insert(gf.node.clone());
+        used_nodes.extend(targets.iter().map(|t| t.to_string()));
         for pool in &pools {
             let mine: Vec<&Disk> = disks.iter().filter(|d| &d.pool == *pool).collect();
             let base = format!("{kind}-{vmid}");
@@ -658,7 +660,6 @@ pub fn import(tree: &Tree) -> Import {
             } else {
                 base
             };
-            let name = JobName::parse(&name).map(|n| n.to_string()).unwrap_or(name);
             let (src_ds, datasets) = if mine.len() == 1 {
                 (format!("{pool}/{}", mine[0].name), Vec::new())
             } else {
@@ -667,9 +668,7 @@ pub fn import(tree: &Tree) -> Import {
                     mine.iter().map(|d| d.name.clone()).collect(),
                 )
             };
-            used_nodes.insert(gf.node.clone());
             for t in &targets {
-                used_nodes.insert(t.to_string());
                 if let Some(nodes) = storages.get(&mine[0].storage).and_then(|s| s.get("nodes")) {
                     if !nodes.split(',').any(|n| n.trim() == *t) {
                         comments.push(format!(
@@ -832,6 +831,7 @@ impl Import {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tandem_repl::naming::JobName;
 
     const STORAGE: &str = "zfspool: local-zfs\n\tpool rpool/data\n\tsparse\n\n\
                            lvmthin: local-lvm\n\tthinpool data\n\tvgname pve\n\n\
@@ -864,7 +864,8 @@ mod tests {
 
     #[test]
     fn schedules_with_and_without_a_fixed_interval() {
-        let m = |s: &str| schedule_interval(s).map(fmt_duration);
+        let m = |s: &str| schedule_interval(s).map(fmt_duration).map_err(|u| u.why);
+        let nearest = |s: &str| fmt_duration(schedule_interval(s).expect_err(s).nearest);
         assert_eq!(m("*/15"), Ok("15m".into()));
         assert_eq!(m("*/1"), Ok("1m".into()));
         assert_eq!(m("*:0/30"), Ok("30m".into()));
@@ -873,13 +874,17 @@ mod tests {
         assert_eq!(m("*:00"), Ok("1h".into()));
         assert_eq!(m("*:00,30"), Ok("30m".into()));
         assert!(m("*/7").unwrap_err().contains("full hour"));
+        assert!(
+            !m("*/7").unwrap_err().contains("mapped to"),
+            "the caller says that once"
+        );
         assert!(m("mon..fri 22:00")
             .unwrap_err()
             .contains("no fixed interval"));
         assert!(m("daily").is_err());
-        assert_eq!(fmt_duration(fallback_interval("daily")), "1d");
-        assert_eq!(fmt_duration(fallback_interval("*/7")), "7m");
-        assert_eq!(fmt_duration(fallback_interval("sat 18:15")), "15m");
+        assert_eq!(nearest("daily"), "1d");
+        assert_eq!(nearest("*/7"), "7m");
+        assert_eq!(nearest("sat 18:15"), "15m");
         assert!(schedule_interval("*/0").is_err() && schedule_interval("*/90").is_err());
     }
 

@@ -15,7 +15,7 @@ pub fn pvesr(root: &Path, json: bool) -> Result<ExitCode> {
     if json {
         crate::outln!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        crate::output::write_line(format_args!("{}", out.to_toml().trim_end()));
+        crate::outln!("{}", out.to_toml().trim_end());
     }
     Ok(ExitCode::SUCCESS)
 }
