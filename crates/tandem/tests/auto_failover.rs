@@ -187,15 +187,16 @@ impl Cluster {
         std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         // The hook "starts the workload": it needs the promoted dataset
         // writable, and says when and with what it ran (hook-started-JOB,
-        // hook-env-JOB).
+        // hook-env-JOB; hook-started last, so that it means both are there).
         let hook = dir.join("on-promote");
         std::fs::write(
             &hook,
             format!(
                 "#!/bin/sh
 d={d}
-                 date +%s.%N > $d/hook-started-$TANDEM_JOB.tmp && mv $d/hook-started-$TANDEM_JOB.tmp $d/hook-started-$TANDEM_JOB
+                 t=$(date +%s.%N)
                  env | grep '^TANDEM_' | sort > $d/hook-env-$TANDEM_JOB
+                 echo $t > $d/hook-started-$TANDEM_JOB.tmp && mv $d/hook-started-$TANDEM_JOB.tmp $d/hook-started-$TANDEM_JOB
                  echo \"workload started on $TANDEM_TO\" > \"$(zfs get -H -o value mountpoint $TANDEM_DATASETS)/workload\"\n",
                 d = dir.display(),
             ),
@@ -844,6 +845,10 @@ fn two_nodes_without_a_tie_breaker_cannot_both_win_the_fence_race() {
     );
     let mark = c.prop(&k_dst, "tandem:generation");
     assert!(mark.contains("n1"), "k's mark names n1: {mark}");
+    // the hook runs after the promotion made the replica writable
+    wait_until("n1 to run k's on_promote", || {
+        c.dir.join("hook-started-k").exists()
+    });
     let env = std::fs::read_to_string(c.dir.join("hook-env-k")).unwrap();
     assert!(env.lines().any(|l| l == "TANDEM_TO=n1"), "{env}");
     assert_eq!(
