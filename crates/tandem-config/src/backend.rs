@@ -39,6 +39,9 @@ impl Zfs for NodeZfs {
     async fn snapshot(&self, names: &[SnapshotName]) -> Result<(), ZfsError> {
         delegate!(self, z => z.snapshot(names).await)
     }
+    async fn snapshot_tree(&self, root: &SnapshotName) -> Result<(), ZfsError> {
+        delegate!(self, z => z.snapshot_tree(root).await)
+    }
     async fn destroy_snapshot(
         &self,
         name: &SnapshotName,

@@ -2,14 +2,15 @@
 //! quorum. Parsed strictly (unknown keys are errors), then validated as a
 //! whole; every error names the file and the key or job at fault.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 use std::sync::Arc;
 use tandem_repl::job::{
-    Endpoint, FailoverMode, Guest, Job, JobHooks, DEFAULT_FAILOVER_DELAY, DEFAULT_HOOK_TIMEOUT,
+    Endpoint, FailoverMode, Guest, Job, JobHooks, Members, DEFAULT_FAILOVER_DELAY,
+    DEFAULT_HOOK_TIMEOUT,
 };
 use tandem_repl::naming::JobName;
 
@@ -169,7 +170,12 @@ fn default_tandem() -> String {
 #[serde(deny_unknown_fields)]
 struct RawJob {
     source: Option<String>,
-    target: Option<String>,
+    target: Option<toml::Value>,
+    /// Datasets below `source`/`target` (a guest's disks).
+    datasets: Option<Vec<String>>,
+    /// `source` and everything below it.
+    #[serde(default)]
+    recursive: bool,
     #[serde(default = "default_interval")]
     interval: String,
     #[serde(default = "default_keep")]
@@ -198,6 +204,145 @@ struct RawJob {
     on_test: Option<String>,
     on_test_timeout: Option<String>,
     guest: Option<String>,
+}
+
+/// A dataset a job works on, for the overlap checks.
+struct Claim<'a> {
+    role: &'static str,
+    end: &'a Endpoint,
+    dataset: DatasetName,
+    /// It stands for its whole tree (a recursive job's root).
+    tree: bool,
+}
+
+/// The datasets `job` works on: its two datasets, or for a `datasets`
+/// job its members on both sides.
+fn claims(job: &Job) -> Vec<Claim<'_>> {
+    let tree = job.members == Members::Recursive;
+    let mut out = Vec::new();
+    for (role, end) in [("source", &job.source), ("target", &job.target)] {
+        match &job.members {
+            Members::Datasets(rels) => out.extend(rels.iter().filter_map(|r| {
+                Some(Claim {
+                    role,
+                    end,
+                    dataset: end.dataset.child(r).ok()?,
+                    tree,
+                })
+            })),
+            Members::Itself | Members::Recursive => out.push(Claim {
+                role,
+                end,
+                dataset: end.dataset.clone(),
+                tree,
+            }),
+        }
+    }
+    out
+}
+
+/// Why the datasets `ca` of job `a` and `cb` of job `b` may not both be
+/// configured, if they may not.
+fn overlap(a: &Job, ca: &Claim<'_>, b: &Job, cb: &Claim<'_>) -> Option<String> {
+    if ca.end.node != cb.end.node {
+        return None;
+    }
+    let (x, y) = (&ca.dataset, &cb.dataset);
+    let nested = x.is_within(y) || y.is_within(x);
+    let show = |c: &Claim<'_>| format!("{}:{}", c.end.node, c.dataset);
+    if ca.role == "source" && cb.role == "source" {
+        // Shared sources are fine between single-dataset jobs; a guest
+        // job's datasets are its own, and a recursive tree takes every
+        // dataset below it.
+        let guest = a.is_multi() || b.is_multi();
+        let clash = (guest && x == y) || (ca.tree && y.is_within(x)) || (cb.tree && x.is_within(y));
+        return clash.then(|| {
+            if x == y {
+                format!(
+                    "[jobs.{}] and [jobs.{}] both replicate {}: a dataset of a guest job \
+                     (datasets or recursive) may be listed in one job only",
+                    a.name,
+                    b.name,
+                    show(ca)
+                )
+            } else {
+                format!(
+                    "[jobs.{}] source {} and [jobs.{}] source {} overlap: a recursive job \
+                     takes every dataset below its source, so no other job may replicate one",
+                    a.name,
+                    show(ca),
+                    b.name,
+                    show(cb)
+                )
+            }
+        });
+    }
+    let same_target = ca.role == "target" && cb.role == "target" && ca.end == cb.end;
+    if same_target && !a.is_multi() && !b.is_multi() {
+        // Reported once, as "also the target of", above.
+        return None;
+    }
+    nested.then(|| {
+        format!(
+            "[jobs.{}] {} {} and [jobs.{}] {} {} overlap: a job's target may not be, contain \
+             or lie within another job's datasets",
+            a.name,
+            ca.role,
+            show(ca),
+            b.name,
+            cb.role,
+            show(cb)
+        )
+    })
+}
+
+/// A job's members from `datasets` and `recursive`: each path relative,
+/// made of valid components, listed once; sorted, so that a parent comes
+/// before its children (it is received first).
+fn members_of(j: &RawJob) -> Result<Members, String> {
+    match (&j.datasets, j.recursive) {
+        (Some(_), true) => Err(
+            "datasets and recursive = true exclude each other: list the \
+                                datasets, or replicate the whole tree"
+                .into(),
+        ),
+        (None, true) => Ok(Members::Recursive),
+        (None, false) => Ok(Members::Itself),
+        (Some(list), false) => {
+            if list.is_empty() {
+                return Err("datasets is empty: list the datasets below source and \
+                            target, or leave it out to replicate source itself"
+                    .into());
+            }
+            let probe = DatasetName::parse("pool").map_err(|e| e.to_string())?;
+            let mut seen = BTreeSet::new();
+            for d in list {
+                let bad = |why: &str| Err(format!("datasets: {d:?} {why}"));
+                if d.is_empty() {
+                    return bad("is empty");
+                }
+                if d.starts_with('/') {
+                    return bad("is absolute: datasets are relative to source and target");
+                }
+                if d.split('/').any(|c| c == ".." || c == ".") {
+                    return bad(
+                        "contains . or ..: datasets are relative to source and target, \
+                                and stay below them",
+                    );
+                }
+                if d.split('/').any(str::is_empty) {
+                    return bad("has an empty path component");
+                }
+                if let Err(e) = probe.child(d) {
+                    return bad(&format!("is not a valid dataset name: {e}"));
+                }
+                if !seen.insert(d.clone()) {
+                    return bad("is listed twice");
+                }
+            }
+            Ok(Members::Datasets(seen.into_iter().collect()))
+        }
+    }
 }
 
 fn default_interval() -> String {
@@ -519,7 +664,27 @@ impl Config {
                 }
             };
             let source = endpoint("source", &j.source);
-            let target = endpoint("target", &j.target);
+            let target = match &j.target {
+                Some(toml::Value::Array(_)) => {
+                    errors.push(format!(
+                        "[{key}] target is a list: fan-out to several targets is not supported \
+                         yet; write one job per target (they may share the source)"
+                    ));
+                    None
+                }
+                Some(toml::Value::String(t)) => endpoint("target", &Some(t.clone())),
+                Some(other) => {
+                    errors.push(format!(
+                        "[{key}] target must be a string NODE:DATASET, not a {}",
+                        other.type_str()
+                    ));
+                    None
+                }
+                None => endpoint("target", &None),
+            };
+            let members = members_of(j)
+                .map_err(|e| errors.push(format!("[{key}] {e}")))
+                .ok();
             let interval = parse_duration(&j.interval)
                 .map_err(|e| errors.push(format!("[{key}] interval: {e}")))
                 .ok();
@@ -571,6 +736,7 @@ impl Config {
                 Some(failover_delay),
                 Some(on_promote_timeout),
                 Some(on_test_timeout),
+                Some(members),
             ) = (
                 source,
                 target,
@@ -580,6 +746,7 @@ impl Config {
                 failover_delay,
                 on_promote_timeout,
                 on_test_timeout,
+                members,
             )
             else {
                 continue;
@@ -593,7 +760,13 @@ impl Config {
                 ));
                 continue;
             }
-            if let Some(other) = targets.insert(target.to_string(), name.clone()) {
+            // Guest jobs may share a target's parent: their members are
+            // checked one by one below.
+            let shared_parent = matches!(members, Members::Datasets(_));
+            if let Some(other) = (!shared_parent)
+                .then(|| targets.insert(target.to_string(), name.clone()))
+                .flatten()
+            {
                 errors.push(format!(
                     "[{key}] target {target} is also the target of job {other}"
                 ));
@@ -627,28 +800,23 @@ impl Config {
                     failover: j.failover,
                     failover_delay,
                     guest,
+                    members,
                 },
             );
         }
         // A job's target is received into, rolled back, renamed aside by
         // `reverse`: nothing of another job may live in it, contain it or be
-        // it. (Two jobs may share a source: each snapshots it under its own
-        // names.)
+        // it. Two single-dataset jobs may share a source (each snapshots it
+        // under its own names); a dataset of a guest job (`datasets`,
+        // `recursive`) belongs to that job alone, since it is promoted and
+        // turned around with its siblings.
         let all: Vec<&Job> = jobs.values().collect();
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
-                for (ra, ea) in [("source", &a.source), ("target", &a.target)] {
-                    for (rb, eb) in [("source", &b.source), ("target", &b.target)] {
-                        let same_target = ra == "target" && rb == "target" && ea == eb;
-                        if (ra == "source" && rb == "source") || same_target || ea.node != eb.node {
-                            continue;
-                        }
-                        if ea.dataset.is_within(&eb.dataset) || eb.dataset.is_within(&ea.dataset) {
-                            errors.push(format!(
-                                "[jobs.{}] {ra} {ea} and [jobs.{}] {rb} {eb} overlap: a job's \
-                                 target may not be, contain or lie within another job's datasets",
-                                a.name, b.name
-                            ));
+                for ca in claims(a) {
+                    for cb in claims(b) {
+                        if let Some(why) = overlap(a, &ca, b, &cb) {
+                            errors.push(why);
                         }
                     }
                 }
@@ -933,6 +1101,112 @@ rate_limit = "50M"
         assert!(parse(&two(("x:tank/a", "y:tank/r/a"), ("x:tank/b", "y:tank/r/b"))).is_ok());
         assert!(parse(&two(("x:tank/a", "y:tank/r1"), ("x:tank/a", "y:tank/r2"))).is_ok());
         assert!(parse(&two(("x:tank/a", "y:tank/a"), ("y:tank/b", "x:tank/b"))).is_ok());
+    }
+
+    #[test]
+    fn guest_jobs_list_datasets_or_a_tree_and_own_them() {
+        let head = "[nodes.x]\naddress = \"local\"\n[nodes.y]\naddress = \"10.0.0.2\"\n";
+        let job = |name: &str, src: &str, tgt: &str, extra: &str| {
+            format!("[jobs.{name}]\nsource = \"{src}\"\ntarget = \"{tgt}\"\n{extra}\n")
+        };
+        let parse = |t: String| Config::parse(&format!("{head}{t}"), Path::new("/etc/t.toml"));
+        let bad = |t: String| parse(t).expect_err("invalid").to_string();
+        let disks = "datasets = [\"vm-100-disk-1\", \"vm-100-disk-0\", \"vm-100-tpm\"]";
+        let c = parse(job("vm100", "x:rpool/data", "y:tank/replica", disks)).expect("valid");
+        let j = c.jobs.values().next().expect("job");
+        assert_eq!(
+            j.members,
+            Members::Datasets(vec![
+                "vm-100-disk-0".into(),
+                "vm-100-disk-1".into(),
+                "vm-100-tpm".into()
+            ])
+        );
+        let m = j.configured_members();
+        assert_eq!(m[1].source.to_string(), "x:rpool/data/vm-100-disk-1");
+        assert_eq!(m[1].target.to_string(), "y:tank/replica/vm-100-disk-1");
+        // Two guests into one replica parent: allowed, their disks differ.
+        let two = job("vm100", "x:rpool/data", "y:tank/replica", disks)
+            + &job(
+                "vm101",
+                "x:rpool/data",
+                "y:tank/replica",
+                "datasets = [\"vm-101-disk-0\"]",
+            );
+        assert!(parse(two).is_ok());
+        let r = parse(job("ct", "x:rpool/ct", "y:tank/ct", "recursive = true")).expect("valid");
+        assert_eq!(
+            r.jobs.values().next().map(|j| &j.members),
+            Some(&Members::Recursive)
+        );
+
+        for (extra, want) in [
+            (
+                "datasets = [\"a\", \"a\"]",
+                "datasets: \"a\" is listed twice",
+            ),
+            (
+                "datasets = [\"../etc\"]",
+                "datasets: \"../etc\" contains . or ..",
+            ),
+            ("datasets = [\"a/./b\"]", "contains . or .."),
+            (
+                "datasets = [\"/rpool/x\"]",
+                "datasets: \"/rpool/x\" is absolute",
+            ),
+            ("datasets = [\"a//b\"]", "has an empty path component"),
+            ("datasets = [\"\"]", "datasets: \"\" is empty"),
+            ("datasets = [\"a@s\"]", "is not a valid dataset name"),
+            ("datasets = []", "datasets is empty"),
+            ("datasets = [\"a\"]\nrecursive = true", "exclude each other"),
+        ] {
+            let e = bad(job("g", "x:rpool/data", "y:tank/replica", extra));
+            assert!(
+                e.contains(&format!("[jobs.g] {want}")) || e.contains(want),
+                "{extra}: {e}"
+            );
+        }
+        // A disk listed in two guest jobs.
+        let e = bad(job(
+            "a",
+            "x:rpool/data",
+            "y:tank/ra",
+            "datasets = [\"vm-1-disk-0\"]",
+        ) + &job(
+            "b",
+            "x:rpool/data",
+            "y:tank/rb",
+            "datasets = [\"vm-1-disk-0\"]",
+        ));
+        assert!(
+            e.contains("[jobs.a] and [jobs.b] both replicate x:rpool/data/vm-1-disk-0"),
+            "{e}"
+        );
+        // ... or in a guest job and a single-dataset job.
+        let e = bad(job(
+            "a",
+            "x:rpool/data",
+            "y:tank/ra",
+            "datasets = [\"vm-1-disk-0\"]",
+        ) + &job("b", "x:rpool/data/vm-1-disk-0", "y:tank/rb", ""));
+        assert!(e.contains("both replicate x:rpool/data/vm-1-disk-0"), "{e}");
+        // A recursive job overlapping another job's source.
+        let e = bad(job("a", "x:rpool/ct", "y:tank/ct", "recursive = true")
+            + &job("b", "x:rpool/ct/sub", "y:tank/sub", ""));
+        assert!(
+            e.contains("[jobs.a] source x:rpool/ct and [jobs.b] source x:rpool/ct/sub overlap"),
+            "{e}"
+        );
+        // A guest job's replica disk that another job's replica contains.
+        let e = bad(job("a", "x:rpool/data", "y:tank/r", "datasets = [\"d0\"]")
+            + &job("b", "x:rpool/other", "y:tank/r/d0", ""));
+        assert!(
+            e.contains("[jobs.a] target y:tank/r/d0 and [jobs.b] target y:tank/r/d0 overlap"),
+            "{e}"
+        );
+        // Fan-out is refused with a clear word.
+        let e = bad("[jobs.f]\nsource = \"x:rpool/a\"\ntarget = [\"y:tank/a\"]\n".into());
+        assert!(e.contains("[jobs.f] target is a list: fan-out"), "{e}");
     }
 
     #[test]

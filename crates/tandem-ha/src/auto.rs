@@ -473,9 +473,9 @@ pub async fn start_workload<Z: Zfs>(
     let Some(command) = &job.hooks.on_promote else {
         return Ok(HookOutcome::None);
     };
-    let Some(ep) = job.endpoint_on(env.local) else {
+    if job.endpoint_on(env.local).is_none() {
         return Ok(HookOutcome::None);
-    };
+    }
     {
         let _lock = env
             .store
@@ -499,7 +499,12 @@ pub async fn start_workload<Z: Zfs>(
     }
     let mut call = HookCall::new("on_promote", command, job.name.as_str(), from, env.local);
     call.snapshot = snapshot;
-    call.datasets = vec![ep.dataset.to_string()];
+    // Every dataset of a guest job (a recursive one: as configured, its root).
+    call.datasets = job
+        .datasets_on(env.local)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     call.guest = job.guest.map(|g| g.to_string());
     call.timeout = Some(job.hooks.on_promote_timeout);
     tracing::info!(job = %job.name, hook = %command, "starting the workload: on_promote");
@@ -621,7 +626,7 @@ async fn job_facts<Z: Zfs>(env: &Env<'_, Z>, jobs: &[Job]) -> Vec<JobFacts> {
         .collect();
     let roots: Vec<_> = mine
         .iter()
-        .filter_map(|j| j.endpoint_on(env.local).map(|e| e.dataset.clone()))
+        .filter_map(|j| j.anchor_on(env.local).map(|e| e.dataset))
         .collect();
     let listing = match env.zfs(env.local) {
         Ok(z) => z
@@ -632,7 +637,7 @@ async fn job_facts<Z: Zfs>(env: &Env<'_, Z>, jobs: &[Job]) -> Vec<JobFacts> {
     };
     mine.into_iter()
         .map(|j| {
-            let primary = match (&listing, j.endpoint_on(env.local)) {
+            let primary = match (&listing, j.anchor_on(env.local)) {
                 (Err(e), _) => Err(e.clone()),
                 (Ok(l), Some(ep)) => match l.get(&ep.dataset) {
                     Some(ds) => Ok(mark_of(j, ds).primary),

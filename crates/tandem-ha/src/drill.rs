@@ -46,7 +46,7 @@ use tandem_repl::roles::{mark_of, resolve};
 use tandem_zfs::{Changed, Dataset, DatasetName, Guid, Zfs};
 
 use crate::env::{Env, HookCall};
-use crate::error::{zerr, HaError};
+use crate::error::{refuse_guest_job, zerr, HaError};
 use crate::failover::PEEK_TIMEOUT;
 
 /// The scratch place's name under a pool's root.
@@ -177,6 +177,11 @@ impl Cleanup {
 /// call failed); whatever it had made by then is removed again. A failing
 /// hook or an incomplete clean-up is in the report ([`TestReport::ok`]).
 pub async fn test<Z: Zfs>(env: &Env<'_, Z>, job: &Job) -> Result<TestReport, HaError> {
+    refuse_guest_job(
+        job,
+        "failover --test",
+        "Clone the replica disks of its newest common snapshot by hand to test them",
+    )?;
     let start = tokio::time::Instant::now();
     let ep = job
         .endpoint_on(env.local)

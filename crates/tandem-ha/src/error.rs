@@ -289,12 +289,44 @@ pub enum HaError {
         /// What is there.
         why: String,
     },
+    /// The job carries several datasets (`datasets` or `recursive`) and
+    /// this command cannot yet turn them around together. Nothing was
+    /// changed.
+    #[error(
+        "job {job} replicates several datasets (a guest job); `tandem {command}` does not \
+         handle guest jobs yet and changed nothing. {advice}"
+    )]
+    GuestJob {
+        /// The job.
+        job: String,
+        /// The command.
+        command: &'static str,
+        /// What to do instead.
+        advice: &'static str,
+    },
     /// The simulator crashed the command at this step.
     #[error("crashed after step {step:?}")]
     Crashed {
         /// The step.
         step: &'static str,
     },
+}
+
+/// Refuses a guest job (several datasets) in a command that handles one
+/// dataset per job only.
+pub fn refuse_guest_job(
+    job: &tandem_repl::job::Job,
+    command: &'static str,
+    advice: &'static str,
+) -> Result<(), HaError> {
+    if job.is_multi() {
+        return Err(HaError::GuestJob {
+            job: job.name.to_string(),
+            command,
+            advice,
+        });
+    }
+    Ok(())
 }
 
 impl HaError {
@@ -328,6 +360,7 @@ impl HaError {
             HaError::Cycle(_) => "cycle",
             HaError::NotFollower { .. } => "not_follower",
             HaError::NotOnThisNode { .. } => "not_on_this_node",
+            HaError::GuestJob { .. } => "guest_job",
             HaError::ScratchTaken { .. } => "scratch_taken",
             HaError::Crashed { .. } => "crashed",
         }

@@ -275,13 +275,13 @@ pub async fn failover<Z: Zfs>(
     tracing::info!(%quorum, node = dead, "quorum check before failover: may promote");
 
     let z = env.zfs(env.local)?;
-    let roots: Vec<_> = ours.iter().map(|(_, ep)| ep.dataset.clone()).collect();
+    let roots: Vec<_> = ours
+        .iter()
+        .flat_map(|(j, _)| j.datasets_on(env.local))
+        .collect();
     let listing = z.list(&roots).await.map_err(zerr(env.local))?;
     // The other end, if it answers at once: its marks are the truth.
-    let theirs: Vec<_> = ours
-        .iter()
-        .filter_map(|(j, _)| j.endpoint_on(dead).map(|e| e.dataset.clone()))
-        .collect();
+    let theirs: Vec<_> = ours.iter().flat_map(|(j, _)| j.datasets_on(dead)).collect();
     let peer = tokio::time::timeout(PEEK_TIMEOUT, env.zfs(dead)?.list(&theirs))
         .await
         .ok()
@@ -289,7 +289,10 @@ pub async fn failover<Z: Zfs>(
     let mut jobs_out = Vec::new();
     let mut pending = Vec::new();
     for (job, ep) in &ours {
-        let Some(ds) = listing.get(&ep.dataset) else {
+        // A guest job is classified by its first dataset; its promotion
+        // looks at all of them.
+        let anchor = job.anchor_on(env.local);
+        let Some(ds) = anchor.as_ref().and_then(|a| listing.get(&a.dataset)) else {
             let e = HaError::NoReplica {
                 job: job.name.to_string(),
                 dataset: (*ep).clone(),
@@ -297,8 +300,8 @@ pub async fn failover<Z: Zfs>(
             jobs_out.push(failed(job, ep, &e));
             continue;
         };
-        let their = job.endpoint_on(dead).map(|e| &e.dataset);
-        let peer_ds: Peer<'_> = peer.as_ref().map(|l| their.and_then(|d| l.get(d)));
+        let their = job.anchor_on(dead).map(|e| e.dataset);
+        let peer_ds: Peer<'_> = peer.as_ref().map(|l| their.as_ref().and_then(|d| l.get(d)));
         let st = env.store.load(&job.name).ok();
         match classify(job, ds, peer_ds, st.as_ref(), dead, env.local) {
             Class::Promote | Class::Finish(_) => pending.push((*job, *ep)),
@@ -366,12 +369,18 @@ pub async fn failover<Z: Zfs>(
         report.fenced = true;
         // Receives still waiting on the dead node hold the job's lock and
         // the partial receive; their streams can never complete.
-        for (_, ep) in &pending {
-            env.host.end_receives(&ep.dataset).await;
+        for (job, _) in &pending {
+            for d in job.datasets_on(env.local) {
+                env.host.end_receives(&d).await;
+            }
         }
         let by = report.confirmed_by.unwrap_or(ConfirmedBy::Fence);
         for (job, ep) in pending {
-            let r = promote(env, job, ep, dead, by, start).await;
+            let r = if job.is_multi() {
+                promote_guest(env, job, ep, dead, by, start).await
+            } else {
+                promote(env, job, ep, dead, by, start).await
+            };
             jobs_out.push(match r {
                 Ok(o) => entry(job, ep, o),
                 Err(e) => {
@@ -577,6 +586,271 @@ async fn promote<Z: Zfs>(
         generation = mark.number, "replica promoted: {} is the primary now", env.local);
     Ok(Outcome::Promoted {
         snapshot: snap.name.to_string(),
+        rpo_seconds: rpo,
+        generation: mark.number,
+        writable_after_ms,
+        warnings,
+    })
+}
+
+/// Promotes every dataset of a guest job's local replica to one snapshot,
+/// or none, under the job's lock. The same steps as [`promote`], each
+/// done for all datasets before the next: discard partial receives, look
+/// at all of them, find the newest replication snapshot they all have,
+/// stop if any has a snapshot tandem did not make after it, roll all back
+/// to it, mark all, make all writable, record once. A dataset that
+/// received a newer snapshot its siblings lack (a cycle stopped half-way)
+/// loses that snapshot, so that the guest's disks come from one moment.
+/// A crash between steps leaves some datasets marked: the rerun keeps
+/// their mark and finishes the others without rolling a marked one back
+/// again.
+async fn promote_guest<Z: Zfs>(
+    env: &Env<'_, Z>,
+    job: &Job,
+    ep: &Endpoint,
+    dead: &str,
+    by: ConfirmedBy,
+    start: tokio::time::Instant,
+) -> Result<Outcome, HaError> {
+    let _lock = env
+        .store
+        .lock("job", job.name.as_str(), &env.me, env.lock_wait)
+        .await?;
+    let z = env.zfs(&ep.node)?;
+    let node = ep.node.as_str();
+    let mut listing = tandem_zfs::Listing::default();
+    let members = tandem_repl::guest::datasets_now(job, node, z, &mut listing)
+        .await
+        .map_err(zerr(node))?;
+    // 1. Partial receives discarded on every dataset.
+    for d in &members {
+        let mut tries = 0;
+        loop {
+            match z.receive_abort(d, None).await {
+                Ok(_) | Err(ZfsError::Unsupported { .. }) => break,
+                Err(e) if e.is_busy() && tries < 20 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => return Err(zerr(node)(e)),
+            }
+        }
+    }
+    env.host.step("aborted")?;
+    // 2. All of them, as they are now.
+    let l = z.list(&members).await.map_err(zerr(node))?;
+    let mut sets = Vec::new();
+    for d in &members {
+        let ds = l.get(d).ok_or_else(|| HaError::NoReplica {
+            job: job.name.to_string(),
+            dataset: Endpoint {
+                node: node.to_owned(),
+                dataset: d.clone(),
+            },
+        })?;
+        sets.push((d, ds));
+    }
+    let st = env.store.load(&job.name).ok();
+    let mut marked: Option<Generation> = None;
+    let mut to_promote = Vec::new();
+    for (d, ds) in &sets {
+        match classify(job, ds, None, st.as_ref(), dead, env.local) {
+            Class::Promote => to_promote.push((*d, *ds)),
+            Class::Finish(g) | Class::Already(g, _) => {
+                if marked.as_ref().is_some_and(|m| m != &g) {
+                    return Err(HaError::GuestJob {
+                        job: job.name.to_string(),
+                        command: "failover",
+                        advice: "Its datasets here carry different marks naming this node; \
+                                 look at `zfs get -r tandem:generation` and fix them by hand",
+                    });
+                }
+                marked = Some(g);
+            }
+            Class::Stale(ours, newer) => {
+                return Err(HaError::StaleCopy {
+                    job: job.name.to_string(),
+                    dataset: Endpoint {
+                        node: node.to_owned(),
+                        dataset: (*d).clone(),
+                    },
+                    generation: ours.number,
+                    newer,
+                })
+            }
+            Class::Other(g) => {
+                return Ok(Outcome::OtherPrimary {
+                    primary: g.primary,
+                    generation: g.number,
+                })
+            }
+        }
+    }
+    let all_writable = sets.iter().all(|(_, ds)| ds.readonly == Some(false));
+    if to_promote.is_empty() && all_writable {
+        let g = marked.unwrap_or_else(|| job.unmarked());
+        return Ok(Outcome::AlreadyPrimary {
+            generation: g.number,
+            confirmed: false,
+        });
+    }
+    // 3. The newest replication snapshot every dataset has (by name: the
+    //    job takes one name on all of them at once).
+    let owned = |ds: &Dataset| -> std::collections::BTreeSet<String> {
+        ds.snapshots
+            .iter()
+            .filter(|s| job.name.owns(s))
+            .map(|s| s.name.short().to_owned())
+            .collect()
+    };
+    let mut common = owned(sets[0].1);
+    for (_, ds) in &sets[1..] {
+        let o = owned(ds);
+        common.retain(|s| o.contains(s));
+    }
+    let anchor = Endpoint {
+        node: node.to_owned(),
+        dataset: sets[0].0.clone(),
+    };
+    let short = common
+        .into_iter()
+        .max()
+        .ok_or_else(|| HaError::NoReplicationSnapshot {
+            job: job.name.to_string(),
+            dataset: anchor.clone(),
+        })?;
+    let mut warnings: Vec<String> = Vec::new();
+    let mut discard = Vec::new();
+    for (d, ds) in &to_promote {
+        let Some(snap) = ds.by_short(&short) else {
+            continue;
+        };
+        let newer: Vec<&tandem_zfs::Snapshot> = ds
+            .snapshots
+            .iter()
+            .filter(|s| s.createtxg > snap.createtxg)
+            .collect();
+        let foreign: Vec<String> = newer
+            .iter()
+            .filter(|s| !job.name.owns(s))
+            .map(|s| s.name.to_string())
+            .collect();
+        if !foreign.is_empty() {
+            return Err(HaError::ForeignNewerSnapshots {
+                job: job.name.to_string(),
+                dataset: Endpoint {
+                    node: node.to_owned(),
+                    dataset: (*d).clone(),
+                },
+                base: snap.name.to_string(),
+                newer: foreign,
+            });
+        }
+        discard.extend(newer.iter().map(|s| (s.name.clone(), s.userrefs > 0)));
+    }
+    let (st, reset) = env.store.load_or_reset(&job.name)?;
+    warnings.extend(reset);
+    let mark = match marked {
+        Some(g) => g,
+        None => Generation {
+            job: job.name.to_string(),
+            number: sets
+                .iter()
+                .map(|(_, ds)| mark_of(job, ds).number)
+                .max()
+                .unwrap_or(0)
+                .max(st.generation)
+                + 1,
+            primary: env.local.to_owned(),
+        },
+    };
+    // 4. Newer replication snapshots that not every dataset has go, then
+    //    every dataset still to promote is rolled back to the common one.
+    let tag = job.name.hold_tag();
+    for (name, held) in &discard {
+        if *held {
+            let _ = z.release(&tag, name).await;
+        }
+        z.destroy_snapshot(name, Some(&mark))
+            .await
+            .map_err(zerr(node))?;
+        let w = format!(
+            "discarded {node}:{name}: not every dataset of the guest received it, so all are \
+             promoted to @{short}"
+        );
+        tracing::warn!(job = %job.name, "{w}");
+        warnings.push(w);
+    }
+    let mut creation = None;
+    for (d, ds) in &to_promote {
+        let snap = ds
+            .by_short(&short)
+            .ok_or_else(|| HaError::NoReplicationSnapshot {
+                job: job.name.to_string(),
+                dataset: Endpoint {
+                    node: node.to_owned(),
+                    dataset: (*d).clone(),
+                },
+            })?;
+        creation = creation.or(Some(snap.creation));
+        z.rollback(&snap.name, Some(&mark))
+            .await
+            .map_err(zerr(node))?;
+    }
+    env.host.step("rolled-back")?;
+    // 5. All marked, then all writable.
+    for (d, _) in &to_promote {
+        z.set_property(d, GENERATION_PROPERTY, &mark.to_string(), Some(&mark))
+            .await
+            .map_err(zerr(node))?;
+    }
+    env.host.step("marked")?;
+    for (d, ds) in &sets {
+        if ds.readonly != Some(false) {
+            z.set_property(d, "readonly", "off", Some(&mark))
+                .await
+                .map_err(zerr(node))?;
+        }
+    }
+    env.host.step("writable")?;
+    let writable_after_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let now = env.clock.now();
+    let snap_name = anchor.dataset.snapshot(&short)?;
+    let creation = creation
+        .or_else(|| sets[0].1.by_short(&short).map(|s| s.creation))
+        .unwrap_or(now.timestamp());
+    let rpo = now.timestamp() - creation;
+    // 6. Recorded once for the job.
+    let mut st = st;
+    st.direction = if *ep == job.source {
+        Direction::Forward
+    } else {
+        Direction::Reverse
+    };
+    st.generation = mark.number;
+    st.common = None;
+    st.members.clear();
+    st.last_error = None;
+    st.consecutive_failures = 0;
+    st.promoted = Some(Promotion {
+        at: now,
+        node: env.local.to_owned(),
+        from: dead.to_owned(),
+        snapshot: snap_name.clone(),
+        rpo_seconds: rpo,
+        generation: mark.number,
+        confirmed_by: match by {
+            ConfirmedBy::Fence => "fence".into(),
+            ConfirmedBy::Operator => "operator".into(),
+        },
+    });
+    env.store.save(&job.name, &st)?;
+    env.host.step("recorded")?;
+    tracing::info!(job = %job.name, datasets = sets.len(), snapshot = %short, rpo_s = rpo,
+        generation = mark.number, "guest promoted: all {} datasets at @{short}; {} is the primary now",
+        sets.len(), env.local);
+    Ok(Outcome::Promoted {
+        snapshot: snap_name.to_string(),
         rpo_seconds: rpo,
         generation: mark.number,
         writable_after_ms,

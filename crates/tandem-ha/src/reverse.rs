@@ -26,7 +26,7 @@ use tandem_zfs::{
 };
 
 use crate::env::Env;
-use crate::error::{zerr, HaError};
+use crate::error::{refuse_guest_job, zerr, HaError};
 
 /// The store's record kind for reverse's progress.
 pub const PROGRESS: &str = "reverse";
@@ -113,6 +113,11 @@ async fn look<Z: Zfs>(
 
 /// What `reverse` would do, without changing anything.
 pub async fn plan<Z: Zfs>(env: &Env<'_, Z>, job: &Job) -> Result<ReversePlan, HaError> {
+    refuse_guest_job(
+        job,
+        "reverse",
+        "Until it does: stop the job, and turn each disk around by hand (see DESIGN.md, reverse)",
+    )?;
     let progress = env.read_progress::<Progress>(PROGRESS, &job.name)?;
     let (roles, _, _) = look(env, job).await?;
     if progress.is_none() && roles.follower_agrees() && roles.generation.number == 0 {
@@ -129,6 +134,11 @@ pub async fn plan<Z: Zfs>(env: &Env<'_, Z>, job: &Job) -> Result<ReversePlan, Ha
 
 /// Makes the old primary of `job` follow the new one.
 pub async fn reverse<Z: Zfs>(env: &Env<'_, Z>, job: &Job) -> Result<ReverseReport, HaError> {
+    refuse_guest_job(
+        job,
+        "reverse",
+        "Until it does: stop the job, and turn each disk around by hand (see DESIGN.md, reverse)",
+    )?;
     let lock = env
         .store
         .lock("job", job.name.as_str(), &env.me, env.lock_wait)

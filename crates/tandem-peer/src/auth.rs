@@ -118,7 +118,7 @@ impl Policy {
                 }
                 SendRequest::Resume { .. } => Err("resuming a send through the peer agent is not supported yet; the sending node resumes locally".into()),
             },
-            Request::Snapshot { names } => names.iter().try_for_each(|n| self.own_snapshot(n)),
+            Request::Snapshot { names, .. } => names.iter().try_for_each(|n| self.own_snapshot(n)),
             Request::DestroySnapshot { name, .. } => self.own_snapshot(name),
             Request::Bookmark { snapshot, bookmark } => {
                 self.need_read(snapshot.dataset())?;

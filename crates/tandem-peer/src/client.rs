@@ -325,6 +325,15 @@ impl Zfs for PeerZfs {
     async fn snapshot(&self, names: &[SnapshotName]) -> Result<(), ZfsError> {
         self.unit(Request::Snapshot {
             names: names.to_vec(),
+            recursive: false,
+        })
+        .await
+    }
+
+    async fn snapshot_tree(&self, root: &SnapshotName) -> Result<(), ZfsError> {
+        self.unit(Request::Snapshot {
+            names: vec![root.clone()],
+            recursive: true,
         })
         .await
     }

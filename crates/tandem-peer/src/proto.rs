@@ -9,8 +9,9 @@ use tandem_zfs::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Protocol version spoken by this build (2: write claims and the
-/// administrative requests of `reverse`).
-pub const VERSION: u32 = 2;
+/// administrative requests of `reverse`; 3: recursive snapshots). Both
+/// ends must speak the same one.
+pub const VERSION: u32 = 3;
 /// Largest control message.
 pub const MAX_MESSAGE: usize = 64 << 20;
 
@@ -36,6 +37,10 @@ pub enum Request {
     Snapshot {
         /// Names.
         names: Vec<SnapshotName>,
+        /// `zfs snapshot -r` of the one name (protocol 3; a peer of an
+        /// older protocol refuses the hello, so never sees it).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        recursive: bool,
     },
     /// Destroy one of tandem's snapshots.
     DestroySnapshot {
@@ -256,6 +261,15 @@ pub struct WireError {
 }
 
 impl WireError {
+    /// A request the server cannot make sense of.
+    pub fn protocol(msg: impl Into<String>) -> Self {
+        Self {
+            kind: "Protocol".into(),
+            cmd: String::new(),
+            msg: msg.into(),
+        }
+    }
+
     /// From a ZFS error on the server.
     pub fn zfs(e: &ZfsError) -> Self {
         let (cmd, msg) = e.parts();

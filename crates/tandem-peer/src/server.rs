@@ -164,7 +164,19 @@ where
                 Ok(l) => Response::Listing(l),
                 Err(e) => Response::Error(WireError::zfs(&e)),
             },
-            Request::Snapshot { names } => unit(zfs.snapshot(&names).await),
+            Request::Snapshot {
+                names,
+                recursive: false,
+            } => unit(zfs.snapshot(&names).await),
+            Request::Snapshot {
+                names,
+                recursive: true,
+            } => match names.as_slice() {
+                [root] => unit(zfs.snapshot_tree(root).await),
+                _ => Response::Error(WireError::protocol(
+                    "a recursive snapshot request names exactly one snapshot",
+                )),
+            },
             Request::DestroySnapshot { name, claim } => {
                 changed(zfs.destroy_snapshot(&name, claim.as_ref()).await)
             }

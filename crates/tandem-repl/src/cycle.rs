@@ -155,8 +155,13 @@ async fn take_locks<'a>(
             .lock("job", job.name.as_str(), &opts.me, opts.lock_wait)
             .await?,
     ];
-    let mut keys = [job.source.to_string(), job.target.to_string()];
+    let mut keys: Vec<String> = job
+        .configured_members()
+        .into_iter()
+        .flat_map(|m| [m.source.to_string(), m.target.to_string()])
+        .collect();
     keys.sort();
+    keys.dedup();
     for k in &keys {
         locks.push(store.lock("dataset", k, &opts.me, opts.lock_wait).await?);
     }
@@ -211,11 +216,11 @@ pub async fn run_cycle<Z: Zfs>(
     // replica), then list each node once for the whole cycle.
     let mut roots: BTreeMap<&str, BTreeSet<DatasetName>> = BTreeMap::new();
     for l in &locked {
-        for ep in [&l.job.source, &l.job.target] {
+        for node in [&l.job.source.node, &l.job.target.node] {
             roots
-                .entry(&ep.node)
+                .entry(node)
                 .or_default()
-                .insert(ep.dataset.clone());
+                .extend(l.job.datasets_on(node));
         }
     }
     futures::future::join_all(
@@ -259,12 +264,9 @@ pub async fn primary_here<Z: Zfs>(
 ) -> Vec<Job> {
     let mut roots: BTreeMap<&str, BTreeSet<DatasetName>> = BTreeMap::new();
     for j in jobs {
-        for ep in [&j.source, &j.target] {
-            if local.contains(&ep.node) {
-                roots
-                    .entry(&ep.node)
-                    .or_default()
-                    .insert(ep.dataset.clone());
+        for node in [&j.source.node, &j.target.node] {
+            if local.contains(node) {
+                roots.entry(node).or_default().extend(j.datasets_on(node));
             }
         }
     }
@@ -278,10 +280,14 @@ pub async fn primary_here<Z: Zfs>(
             [&j.source, &j.target]
                 .into_iter()
                 .filter(|ep| local.contains(&ep.node))
-                .any(|ep| match listings.get(ep.node.as_str()) {
-                    Some(Some(l)) => roles::believes_primary(j, &ep.node, l.get(&ep.dataset)),
-                    _ => true,
-                })
+                .any(
+                    |ep| match (listings.get(ep.node.as_str()), j.anchor_on(&ep.node)) {
+                        (Some(Some(l)), Some(a)) => {
+                            roles::believes_primary(j, &ep.node, l.get(&a.dataset))
+                        }
+                        _ => true,
+                    },
+                )
         })
         .cloned()
         .collect()
@@ -365,7 +371,7 @@ async fn listings_of<Z: Zfs>(
                 node: ep.node.clone(),
             })?;
         let l = z
-            .list(std::slice::from_ref(&ep.dataset))
+            .list(&job.datasets_on(&ep.node))
             .await
             .map_err(|e| ReplError::Zfs {
                 node: ep.node.clone(),
@@ -380,6 +386,9 @@ async fn listings_of<Z: Zfs>(
 
 /// The roles of `job` from its two ends' listings.
 pub fn roles_of(job: &Job, source: &Listing, target: &Listing) -> Result<Roles, ReplError> {
+    if job.is_multi() {
+        return crate::guest::roles_of_members(job, source, target);
+    }
     Ok(roles::resolve(
         job,
         source.get(&job.source.dataset),
@@ -431,12 +440,31 @@ async fn run_one<Z: Zfs>(
         .nodes
         .get(&spec.target.node)
         .ok_or_else(|| unknown(&spec.target.node))?;
+    if job.is_multi() {
+        let (mut out, commons) = crate::guest::run(
+            job,
+            &roles,
+            &spec,
+            &st,
+            (src, tgt),
+            (src_list, tgt_list),
+            progress,
+            || env.clock.now(),
+        )
+        .await?;
+        out.warnings.extend(reset);
+        if let Err(e) = env.store.update(&job.name, |st| st.members = commons) {
+            tracing::error!(job = %job.name, "cannot record its datasets' state: {e}");
+        }
+        return Ok(out);
+    }
     let ex = Executor {
         job: &spec,
         src,
         tgt,
         progress,
         previous_common: st.common.as_ref().map(|c| c.guid),
+        pinned: None,
     };
     let mut out = ex
         .run(Some((src_list, tgt_list)), || env.clock.now())
@@ -506,13 +534,23 @@ pub struct DryRun {
     pub estimated_bytes: Option<u64>,
 }
 
-/// Plans one job from its primary, changing nothing (`tandem plan`).
+/// Plans one job from its primary, changing nothing (`tandem plan`). A
+/// guest job is planned by its first configured dataset (its siblings
+/// share its snapshots).
 pub async fn dry_run<Z: Zfs>(
     nodes: &BTreeMap<String, Z>,
     store: &dyn Store,
     clock: &dyn Clock,
     j: &Job,
 ) -> Result<DryRun, CycleError> {
+    let first;
+    let j = match j.configured_members().first() {
+        Some(m) if j.is_multi() => {
+            first = j.member_job(m);
+            &first
+        }
+        _ => j,
+    };
     let unknown = |node: &str| CycleError::UnknownNode {
         job: j.name.to_string(),
         node: node.to_owned(),
@@ -551,6 +589,7 @@ pub async fn dry_run<Z: Zfs>(
         tgt,
         progress: Arc::new(Progress::default()),
         previous_common: None,
+        pinned: None,
     };
     let plan = ex.plan(&sl, &tl, clock.now())?;
     let estimated_bytes = estimate(&ex, src, &plan, &sl).await;

@@ -108,6 +108,37 @@ pub enum ReplError {
     /// Both ends claim one generation with different primaries.
     #[error(transparent)]
     SplitMarks(#[from] Box<crate::roles::SplitMarks>),
+    /// A guest job's datasets carry different marks.
+    #[error(transparent)]
+    MixedMarks(Box<crate::guest::MixedMarks>),
+    /// One or more datasets of a guest job failed (the others were
+    /// replicated); the first failure.
+    #[error("dataset {member} ({failed} of {total} datasets of the job failed): {source}")]
+    Member {
+        /// The first failed member, by its path below the job's datasets.
+        member: String,
+        /// How many failed.
+        failed: usize,
+        /// How many the job has.
+        total: usize,
+        /// Why the first one failed.
+        #[source]
+        source: Box<ReplError>,
+    },
+    /// A guest job's member would have taken a snapshot of its own, apart
+    /// from its siblings: refused (its siblings' snapshot is missing on it).
+    #[error(
+        "job {job}: {dataset} lacks the job's snapshot @{short} that its sibling datasets have; \
+         it is not snapshotted on its own. The next cycle takes a new snapshot of all of them"
+    )]
+    Unpinned {
+        /// Job.
+        job: String,
+        /// The member's source dataset.
+        dataset: DatasetName,
+        /// The snapshot its siblings were pinned to.
+        short: String,
+    },
 }
 
 /// See [`ReplError::NotFollowing`].
@@ -150,8 +181,11 @@ impl ReplError {
         matches!(self, ReplError::Conflict { .. })
             || matches!(
                 self,
-                ReplError::NotFollowing { .. } | ReplError::SplitMarks(_)
+                ReplError::NotFollowing { .. }
+                    | ReplError::SplitMarks(_)
+                    | ReplError::MixedMarks(_)
             )
+            || matches!(self, ReplError::Member { source, .. } if source.is_conflict())
             || matches!(
                 self,
                 ReplError::Zfs {
@@ -182,6 +216,44 @@ pub struct Outcome {
     /// Why nothing was done: this node is not the job's primary (a
     /// daemon leaves a job to its primary's daemon).
     pub skipped: Option<String>,
+}
+
+/// A member of a guest job never takes a snapshot of its own: where the
+/// plan would, it sends the cycle's snapshot `short` instead (writes made
+/// after it wait for the next cycle), or it is up to date when that
+/// snapshot is sent already.
+fn pin(p: Plan, source: Option<&tandem_zfs::Dataset>, short: &str) -> Plan {
+    let Some(snap) = source.and_then(|d| d.by_short(short)) else {
+        return p;
+    };
+    let existing = || SendTo::Existing {
+        snapshot: snap.name.clone(),
+    };
+    match p {
+        Plan::Full {
+            to: SendTo::Create { .. },
+        } => Plan::Full { to: existing() },
+        Plan::Incremental { base, .. } if base.guid == snap.guid => Plan::UpToDate { common: base },
+        Plan::Incremental {
+            base,
+            target_base,
+            to: SendTo::Create { .. },
+        } => Plan::Incremental {
+            base,
+            target_base,
+            to: existing(),
+        },
+        Plan::IncrementalFromBookmark {
+            bookmark,
+            target_base,
+            to: SendTo::Create { .. },
+        } => Plan::IncrementalFromBookmark {
+            bookmark,
+            target_base,
+            to: existing(),
+        },
+        p => p,
+    }
 }
 
 fn zerr(node: &str) -> impl Fn(ZfsError) -> ReplError + '_ {
@@ -217,6 +289,9 @@ pub struct Executor<'a, S: Zfs, T: Zfs> {
     pub progress: Arc<Progress>,
     /// The common snapshot recorded by the last success.
     pub previous_common: Option<Guid>,
+    /// A guest job's member: send this snapshot (taken by the cycle
+    /// together with its siblings') instead of taking one of its own.
+    pub pinned: Option<String>,
 }
 
 impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
@@ -257,7 +332,7 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
                 t.written = Some(0);
             }
         }
-        Ok(plan(
+        let p = plan(
             &j.name,
             Side {
                 dataset: src.get(&j.source.dataset),
@@ -268,7 +343,11 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
                 name: &j.target.dataset,
             },
             now,
-        )?)
+        )?;
+        Ok(match &self.pinned {
+            Some(short) => pin(p, src.get(&j.source.dataset), short),
+            None => p,
+        })
     }
 
     /// The send request a plan implies.
@@ -365,6 +444,13 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
                     // First success of this job (also after a crash between a
                     // full receive and recording it): make the replica read-only.
                     let first = matches!(p, Plan::Full { .. }) || self.previous_common.is_none();
+                    if let (SendTo::Create { .. }, Some(short)) = (to, &self.pinned) {
+                        return Err(ReplError::Unpinned {
+                            job: self.job.name.to_string(),
+                            dataset: self.job.source.dataset.clone(),
+                            short: short.clone(),
+                        });
+                    }
                     if let SendTo::Create { snapshot } = to {
                         self.src
                             .snapshot(std::slice::from_ref(snapshot))

@@ -118,6 +118,59 @@ impl std::fmt::Display for Guest {
     }
 }
 
+/// Which datasets below a job's `source` and `target` it replicates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Members {
+    /// The source dataset itself, into the target dataset (one dataset).
+    #[default]
+    Itself,
+    /// These paths relative to `source` and `target` (`datasets = [...]`):
+    /// a guest's disks. Validated by the config loader (no `..`, no
+    /// absolute names, no duplicates); parents come before their children.
+    Datasets(Vec<String>),
+    /// `source` and every filesystem and volume below it (`recursive =
+    /// true`), as they are on the primary at each cycle.
+    Recursive,
+}
+
+/// One dataset of a job: its path below the job's `source`/`target` and
+/// both ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Path relative to the job's datasets, `""` for the dataset itself.
+    pub rel: String,
+    /// Its source end.
+    pub source: Endpoint,
+    /// Its target end.
+    pub target: Endpoint,
+}
+
+impl Member {
+    /// How the member is named in messages: its path, or the dataset
+    /// itself.
+    pub fn label(&self) -> &str {
+        if self.rel.is_empty() {
+            self.source.dataset.as_str()
+        } else {
+            &self.rel
+        }
+    }
+}
+
+impl Endpoint {
+    /// The endpoint of `rel` below this one (`""`: this one).
+    pub fn child(&self, rel: &str) -> Result<Endpoint, tandem_zfs::NameError> {
+        Ok(Endpoint {
+            node: self.node.clone(),
+            dataset: if rel.is_empty() {
+                self.dataset.clone()
+            } else {
+                self.dataset.child(rel)?
+            },
+        })
+    }
+}
+
 /// A replication job as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
@@ -149,9 +202,74 @@ pub struct Job {
     pub failover_delay: Duration,
     /// The Proxmox guest it carries, if any.
     pub guest: Option<Guest>,
+    /// Its datasets.
+    pub members: Members,
 }
 
 impl Job {
+    /// Does the job carry more than one dataset (a `datasets` list or a
+    /// recursive tree)? Such a job is snapshotted atomically and promoted
+    /// all or nothing.
+    pub fn is_multi(&self) -> bool {
+        !matches!(self.members, Members::Itself)
+    }
+
+    /// The members the config names: the listed datasets, or the job's
+    /// dataset itself (for a recursive job, its root; the descendants are
+    /// found by listing the primary).
+    pub fn configured_members(&self) -> Vec<Member> {
+        let rels: Vec<String> = match &self.members {
+            Members::Datasets(d) => d.clone(),
+            Members::Itself | Members::Recursive => vec![String::new()],
+        };
+        rels.into_iter()
+            .filter_map(|rel| self.member(&rel))
+            .collect()
+    }
+
+    /// The member at `rel` (`None` only for a name ZFS would refuse, which
+    /// the config loader rules out for configured members).
+    pub fn member(&self, rel: &str) -> Option<Member> {
+        Some(Member {
+            source: self.source.child(rel).ok()?,
+            target: self.target.child(rel).ok()?,
+            rel: rel.to_owned(),
+        })
+    }
+
+    /// One member as a job of its own: the same name, settings and marks,
+    /// its datasets as the two ends. A guest job's cycle plans, sends and
+    /// promotes each member as such a job, under one snapshot name.
+    pub fn member_job(&self, m: &Member) -> Job {
+        Job {
+            source: m.source.clone(),
+            target: m.target.clone(),
+            members: Members::Itself,
+            ..self.clone()
+        }
+    }
+
+    /// The end on `node` of the job's first configured member: the dataset
+    /// whose mark and state stand for the job there (its own dataset, for
+    /// a single-dataset or recursive job).
+    pub fn anchor_on(&self, node: &str) -> Option<Endpoint> {
+        self.configured_members()
+            .into_iter()
+            .flat_map(|m| [m.source, m.target])
+            .find(|e| e.node == node)
+    }
+
+    /// The datasets of the job on `node` that the config names (see
+    /// [`Job::configured_members`]).
+    pub fn datasets_on(&self, node: &str) -> Vec<tandem_zfs::DatasetName> {
+        self.configured_members()
+            .into_iter()
+            .flat_map(|m| [m.source, m.target])
+            .filter(|e| e.node == node)
+            .map(|e| e.dataset)
+            .collect()
+    }
+
     /// The end on `node`, if the job has one there.
     pub fn endpoint_on(&self, node: &str) -> Option<&Endpoint> {
         [&self.source, &self.target]

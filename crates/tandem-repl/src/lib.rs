@@ -10,6 +10,7 @@
 //!   retention; property-tested over random histories;
 //! - [`executor`]: the executor that carries a plan out against two [`Zfs`]
 //!   nodes, streaming `send` into `receive` through bounded buffers;
+//! - [`guest`]: jobs over several datasets, snapshotted at one moment;
 //! - [`cycle`]: one cycle over many jobs (lock, list each node once,
 //!   resolve, execute, record);
 //! - [`state`]: the [`Store`](state::Store) of per-job state, records and
@@ -27,6 +28,7 @@
 pub mod clock;
 pub mod cycle;
 pub mod executor;
+pub mod guest;
 pub mod job;
 pub mod lock;
 pub mod naming;

@@ -180,6 +180,7 @@ mod tests {
             failover: Default::default(),
             failover_delay: crate::job::DEFAULT_FAILOVER_DELAY,
             guest: None,
+            members: Default::default(),
         }
     }
 

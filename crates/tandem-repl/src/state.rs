@@ -107,6 +107,10 @@ pub struct JobState {
     /// Set by `reverse` when it rebuilt the follower as a clone of the
     /// common snapshot: see [`JobSpec::rebuilt_target`](crate::executor::JobSpec).
     pub rebuilt: Option<Rebuilt>,
+    /// A guest job's datasets: the newest common snapshot of each after
+    /// its last success, by path below the job's datasets.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub members: BTreeMap<String, Common>,
 }
 
 /// A follower rebuilt by `reverse`.

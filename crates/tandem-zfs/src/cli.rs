@@ -262,6 +262,14 @@ impl Zfs for CliZfs {
         Ok(())
     }
 
+    async fn snapshot_tree(&self, root: &SnapshotName) -> Result<(), ZfsError> {
+        let _serial = self.serial().await?;
+        self.inv(vec!["snapshot".into(), "-r".into(), root.to_string()])
+            .output()
+            .await?;
+        Ok(())
+    }
+
     async fn destroy_snapshot(
         &self,
         name: &SnapshotName,

@@ -162,6 +162,23 @@ impl DatasetName {
             || (self.0.starts_with(&other.0) && self.0.as_bytes().get(other.0.len()) == Some(&b'/'))
     }
 
+    /// The dataset `self/rel`, validated (`rel` is one or more components
+    /// separated by `/`).
+    pub fn child(&self, rel: &str) -> Result<DatasetName, NameError> {
+        DatasetName::parse(&format!("{}/{}", self.0, rel))
+    }
+
+    /// `self`'s path below `ancestor` (`""` for `ancestor` itself), or
+    /// `None` when `self` does not lie within it.
+    pub fn relative_to(&self, ancestor: &DatasetName) -> Option<&str> {
+        if self.0 == ancestor.0 {
+            return Some("");
+        }
+        self.0
+            .strip_prefix(ancestor.0.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+    }
+
     /// The bookmark `self#short`, validated.
     pub fn bookmark(&self, short: &str) -> Result<BookmarkName, NameError> {
         BookmarkName::parse(&format!("{}#{}", self.0, short))

@@ -156,6 +156,13 @@ pub trait Zfs: Send + Sync {
     /// Takes snapshots, atomically in one call where ZFS allows it.
     fn snapshot(&self, names: &[SnapshotName])
         -> impl Future<Output = Result<(), ZfsError>> + Send;
+    /// Snapshots `root` and every filesystem and volume below it under one
+    /// name in one transaction group (`zfs snapshot -r`): atomic on every
+    /// ZFS, zfs-fuse included.
+    fn snapshot_tree(
+        &self,
+        root: &SnapshotName,
+    ) -> impl Future<Output = Result<(), ZfsError>> + Send;
     /// Destroys one snapshot (never a dataset: the type makes that impossible).
     fn destroy_snapshot(
         &self,

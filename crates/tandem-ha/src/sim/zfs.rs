@@ -555,6 +555,31 @@ impl Zfs for SimZfs {
         })
     }
 
+    async fn snapshot_tree(&self, root: &SnapshotName) -> Result<(), ZfsError> {
+        let names: Vec<SnapshotName> = self.with(|w| {
+            w.nodes
+                .get(&self.node)
+                .map(|x| {
+                    x.pools
+                        .iter()
+                        .filter(|(d, s)| {
+                            !s.partial
+                                && (*d == root.dataset()
+                                    || d.as_str()
+                                        .strip_prefix(root.dataset().as_str())
+                                        .is_some_and(|r| r.starts_with('/')))
+                        })
+                        .filter_map(|(d, _)| root.on(d).ok())
+                        .collect()
+                })
+                .unwrap_or_default()
+        });
+        if names.is_empty() {
+            return Err(not_found(&self.node, "snapshot", root.dataset().as_str()));
+        }
+        self.snapshot(&names).await
+    }
+
     async fn destroy_snapshot(
         &self,
         name: &SnapshotName,

@@ -80,9 +80,8 @@ pub async fn status(path: &Path, json: bool) -> Result<ExitCode> {
         let roots: Vec<_> = cfg
             .jobs
             .values()
-            .flat_map(|j| [&j.source, &j.target])
-            .filter(|ep| ep.node == n)
-            .map(|ep| ep.dataset.clone())
+            .flat_map(|j| j.anchor_on(&n))
+            .map(|ep| ep.dataset)
             .collect();
         if let Some(z) = nodes.get(&n).filter(|_| !roots.is_empty()) {
             match z.list(&roots).await {
@@ -104,8 +103,10 @@ pub async fn status(path: &Path, json: bool) -> Result<ExitCode> {
             Ok(st) => (st, None),
             Err(e) => (JobState::default(), Some(e.to_string())),
         };
-        let mine: Vec<&Dataset> = [&j.source, &j.target]
+        // A guest job by its first dataset on each node.
+        let mine: Vec<&Dataset> = [&j.source.node, &j.target.node]
             .into_iter()
+            .filter_map(|n| j.anchor_on(n))
             .filter_map(|ep| local.get(&ep.node).and_then(|l| l.get(&ep.dataset)))
             .collect();
         let g = known_primary(j, &mine, corrupt.is_none().then_some(&st));
