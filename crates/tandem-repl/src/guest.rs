@@ -236,11 +236,14 @@ pub(crate) async fn run<Z: Zfs>(
             },
         });
     }
-    // Members new on the follower side need it listed.
+    // The follower's members that its listing lacks, or (below a
+    // recursive job's root) holds only as `zfs get -d 1` lists a child:
+    // without its snapshots.
+    let recursive = job.members == Members::Recursive;
     let unlisted: Vec<DatasetName> = members
         .iter()
         .map(|m| m.target.dataset.clone())
-        .filter(|d| fl.get(d).is_none())
+        .filter(|d| fl.get(d).is_none() || (recursive && *d != spec.target.dataset))
         .collect();
     if !unlisted.is_empty() {
         let more = tgt.list(&unlisted).await.map_err(|e| ReplError::Zfs {
