@@ -805,12 +805,12 @@ async fn promote_guest<Z: Zfs>(
             .map_err(zerr(node))?;
     }
     env.host.step("marked")?;
-    for (d, ds) in &sets {
-        if ds.readonly != Some(false) {
-            z.set_property(d, "readonly", "off", Some(&mark))
-                .await
-                .map_err(zerr(node))?;
-        }
+    // Always set: a listing's `readonly` can show a mount's temporary
+    // value rather than the property (zfs-fuse does).
+    for (d, _) in &sets {
+        z.set_property(d, "readonly", "off", Some(&mark))
+            .await
+            .map_err(zerr(node))?;
     }
     env.host.step("writable")?;
     let writable_after_ms = start.elapsed().as_secs_f64() * 1000.0;

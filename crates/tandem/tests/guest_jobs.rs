@@ -254,3 +254,142 @@ fn guest_jobs_in_commands_that_do_not_handle_them_yet_change_nothing() {
     let o = env.tandem(&["plan", "g"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// Two nodes on this machine, each with its own config and state, as in
+/// `failover.rs`; `dst` fails over from `src` on the operator's word.
+fn two_node_configs(dir: &std::path::Path, job: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let cfg = |node: &str| {
+        let p = dir.join(format!("{node}.toml"));
+        std::fs::write(
+            &p,
+            format!(
+                "state_dir = \"{}/{node}-state\"\nlocal_node = \"{node}\"\n[nodes.src]\naddress = \"local\"\n\
+                 [nodes.dst]\naddress = \"local\"\n{job}",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    (cfg("src"), cfg("dst"))
+}
+
+fn tandem_with(cfg: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .arg("--config")
+        .arg(cfg)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn failover_promotes_every_disk_to_one_snapshot_or_none() {
+    if !zfs_available() {
+        return;
+    }
+    let (a, b) = (Pool::new("a"), Pool::new("b"));
+    let (src, dst) = (a.ds("data"), b.ds("replica"));
+    for d in DISKS {
+        zfs(&["create", "-p", &format!("{src}/{d}")]);
+    }
+    zfs(&["create", &dst]);
+    let dir = tempfile::tempdir().unwrap();
+    let (src_cfg, dst_cfg) =
+        two_node_configs(dir.path(), &job("g", &src, &dst, &datasets_key(&DISKS)));
+    for cycle in 0..2u64 {
+        for (i, d) in DISKS.iter().enumerate() {
+            write_random(
+                &mnt(&format!("{src}/{d}")).join(format!("c{cycle}")),
+                1 << 16,
+                cycle * 7 + i as u64,
+            );
+        }
+        let (ok, out, err) = tandem_with(&src_cfg, &["run", "g"]);
+        assert!(ok, "{out}{err}");
+    }
+    let synced = assert_guest_replica(&src, &dst, &DISKS);
+    // A cycle that stopped half-way: disk-0 alone received a newer
+    // replication snapshot.
+    let d0 = format!("{src}/{}", DISKS[0]);
+    let late = "tandem_g_20991231T235959Z";
+    write_random(&mnt(&d0).join("late"), 1 << 16, 77);
+    zfs(&["snapshot", &format!("{d0}@{late}")]);
+    let mut send = std::process::Command::new("zfs")
+        .args([
+            "send",
+            "-i",
+            &format!("{d0}@{synced}"),
+            &format!("{d0}@{late}"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let recv = std::process::Command::new("zfs")
+        .args(["receive", &format!("{dst}/{}", DISKS[0])])
+        .stdin(send.stdout.take().unwrap())
+        .status()
+        .unwrap();
+    assert!(recv.success());
+    assert!(send.wait().unwrap().success());
+    // The primary writes more, then dies; dst fails over on the operator's word.
+    for d in DISKS {
+        std::fs::write(
+            mnt(&format!("{src}/{d}")).join("unsynced"),
+            "after the last sync",
+        )
+        .unwrap();
+    }
+    let (ok, out, err) = tandem_with(
+        &dst_cfg,
+        &["failover", "src", "--confirmed-off", "--yes", "--json"],
+    );
+    assert!(ok, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let j = &v["jobs"][0];
+    assert_eq!(j["ok"], true, "{v}");
+    assert_eq!(j["outcome"], "promoted", "{v}");
+    assert_eq!(
+        j["snapshot"],
+        format!("{dst}/{}@{synced}", DISKS[0]),
+        "all disks at the snapshot they all have: {v}"
+    );
+    assert!(j["warnings"].to_string().contains("discarded"), "{v}");
+    drop_caches();
+    for d in DISKS {
+        let t = format!("{dst}/{d}");
+        assert_eq!(snaps(&t).pop().unwrap().0, synced, "{t}");
+        assert_eq!(
+            zfs(&["get", "-H", "-o", "value", "tandem:generation", &t]).trim(),
+            "g 1 dst",
+            "{t}"
+        );
+        let probe = mnt(&t).join("after-failover");
+        std::fs::write(&probe, "new primary").unwrap();
+        assert!(!mnt(&t).join("unsynced").exists());
+        assert!(!mnt(&t).join("late").exists());
+    }
+    // Again: nothing more to do.
+    let (ok, out, err) = tandem_with(
+        &dst_cfg,
+        &["failover", "src", "--confirmed-off", "--yes", "--json"],
+    );
+    assert!(ok, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["jobs"][0]["outcome"], "already_primary", "{v}");
+    // The old primary's daemon sees the marks and sends nothing.
+    let before = (pool_state(&a), pool_state(&b));
+    let (ok, out, err) = tandem_with(&src_cfg, &["run", "g"]);
+    assert!(!ok, "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("no longer the primary"),
+        "{out}{err}"
+    );
+    assert_eq!((pool_state(&a), pool_state(&b)), before, "nothing changed");
+}
