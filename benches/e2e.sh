@@ -256,7 +256,7 @@ verify_target() { # every snapshot that arrived has the GUID of the source's sna
 clean_src_snaps() { # snapshots tandem took on the source, with its hold (zfs-fuse cannot list holds)
   local s
   for s in $(zfs get -H -r -o name type "$src/data" | cut -f1 | grep '@' | grep -v '@bench$' || true); do
-    zfs release tandem_bench "$s" 2>/dev/null || true
+    zfs release tandem_@dst "$s" 2>/dev/null || true
     for _ in 1 2 3 4 5; do zfs destroy "$s" 2>/dev/null && break; sleep 0.5; done
   done
 }

@@ -55,6 +55,20 @@ impl Zfs for NodeZfs {
     async fn release(&self, tag: &HoldTag, snap: &SnapshotName) -> Result<Changed, ZfsError> {
         delegate!(self, z => z.release(tag, snap).await)
     }
+    async fn hold_many(
+        &self,
+        tag: &HoldTag,
+        snaps: &[SnapshotName],
+    ) -> Vec<Result<Changed, ZfsError>> {
+        delegate!(self, z => z.hold_many(tag, snaps).await)
+    }
+    async fn release_many(
+        &self,
+        tag: &HoldTag,
+        snaps: &[SnapshotName],
+    ) -> Vec<Result<Changed, ZfsError>> {
+        delegate!(self, z => z.release_many(tag, snaps).await)
+    }
     async fn rollback(&self, snap: &SnapshotName, claim: Claim<'_>) -> Result<(), ZfsError> {
         delegate!(self, z => z.rollback(snap, claim).await)
     }

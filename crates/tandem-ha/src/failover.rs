@@ -766,10 +766,16 @@ async fn promote_guest<Z: Zfs>(
     };
     // 4. Newer replication snapshots that not every dataset has go, then
     //    every dataset still to promote is rolled back to the common one.
-    let tag = job.name.hold_tag();
+    // Its holds name the other end (or, made before tandem 0.2, the job).
+    let mut tags = vec![job.name.legacy_hold_tag()];
+    if let Some(peer) = job.other_than(node) {
+        tags.push(tandem_repl::naming::peer_hold_tag(&peer.node));
+    }
     for (name, held) in &discard {
         if *held {
-            let _ = z.release(&tag, name).await;
+            for tag in &tags {
+                let _ = z.release(tag, name).await;
+            }
         }
         z.destroy_snapshot(name, Some(&mark))
             .await

@@ -129,6 +129,12 @@ impl Policy {
                 Self::own_tag(tag)?;
                 self.need_read(snapshot.dataset())
             }
+            Request::HoldMany { tag, snapshots } | Request::ReleaseMany { tag, snapshots } => {
+                Self::own_tag(tag)?;
+                snapshots
+                    .iter()
+                    .try_for_each(|s| self.need_read(s.dataset()))
+            }
             Request::Rollback { snapshot, .. } => self.need_write(snapshot.dataset()),
             Request::SetProperty { dataset, prop, .. } => {
                 self.need_write(dataset)?;
@@ -251,6 +257,21 @@ mod tests {
                 snapshot: sn("rpool/data/vm@tandem_x")
             })
             .is_err());
+        // Many names: every one must be readable, the tag tandem's.
+        let many = |tag: &str, names: &[&str]| Request::HoldMany {
+            tag: tag.into(),
+            snapshots: names.iter().map(|n| sn(n)).collect(),
+        };
+        let ok = ["rpool/data/vm@tandem_a", "tank/replica/vm@tandem_a"];
+        assert!(p.check(&many("tandem_@oracle", &ok)).is_ok());
+        assert!(p.check(&many("keep", &ok)).is_err(), "not tandem's tag");
+        let e = p
+            .check(&many(
+                "tandem_@oracle",
+                &["rpool/data/vm@tandem_a", "other/x@tandem_a"],
+            ))
+            .expect_err("one outside what the peer may read");
+        assert!(e.contains("other/x"), "{e}");
         assert!(p
             .check(&Request::SetProperty {
                 dataset: d("tank/replica/vm"),

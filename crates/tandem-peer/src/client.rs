@@ -208,6 +208,43 @@ impl PeerZfs {
         }
     }
 
+    /// A `HoldMany`/`ReleaseMany`: one result per snapshot; a failure of
+    /// the call itself is every snapshot's.
+    async fn many(&self, req: Request) -> Vec<Result<Changed, ZfsError>> {
+        let n = match &req {
+            Request::HoldMany { snapshots, .. } | Request::ReleaseMany { snapshots, .. } => {
+                snapshots.len()
+            }
+            _ => 0,
+        };
+        if n == 0 {
+            return Vec::new();
+        }
+        match self.call(req).await {
+            Ok(Response::ChangedMany { results }) if results.len() == n => results
+                .into_iter()
+                .map(|r| match r {
+                    Ok(true) => Ok(Changed::Done),
+                    Ok(false) => Ok(Changed::Already),
+                    Err(e) => Err(e.into_zfs(&self.node)),
+                })
+                .collect(),
+            Ok(r) => {
+                let e = self.unexpected(r);
+                let msg = e.to_string();
+                std::iter::once(Err(e))
+                    .chain((1..n).map(|_| Err(proto_err(&self.node, ProtoError::Bad(msg.clone())))))
+                    .collect()
+            }
+            Err(e) => {
+                let w = crate::proto::WireError::zfs(&e);
+                std::iter::once(Err(e))
+                    .chain((1..n).map(|_| Err(w.clone().into_zfs(&self.node))))
+                    .collect()
+            }
+        }
+    }
+
     async fn unit(&self, req: Request) -> Result<(), ZfsError> {
         match self.call(req).await? {
             Response::Ok => Ok(()),
@@ -362,6 +399,30 @@ impl Zfs for PeerZfs {
         self.changed(Request::Release {
             tag: tag.to_string(),
             snapshot: snap.clone(),
+        })
+        .await
+    }
+
+    async fn hold_many(
+        &self,
+        tag: &HoldTag,
+        snaps: &[SnapshotName],
+    ) -> Vec<Result<Changed, ZfsError>> {
+        self.many(Request::HoldMany {
+            tag: tag.to_string(),
+            snapshots: snaps.to_vec(),
+        })
+        .await
+    }
+
+    async fn release_many(
+        &self,
+        tag: &HoldTag,
+        snaps: &[SnapshotName],
+    ) -> Vec<Result<Changed, ZfsError>> {
+        self.many(Request::ReleaseMany {
+            tag: tag.to_string(),
+            snapshots: snaps.to_vec(),
         })
         .await
     }

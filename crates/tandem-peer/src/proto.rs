@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// Protocol version spoken by this build (2: write claims and the
 /// administrative requests of `reverse`; 3: recursive snapshots). Both
 /// ends must speak the same one.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// Largest control message.
 pub const MAX_MESSAGE: usize = 64 << 20;
 
@@ -63,6 +63,20 @@ pub enum Request {
         tag: String,
         /// Snapshot.
         snapshot: SnapshotName,
+    },
+    /// `zfs hold` of one tag on many snapshots, in one call (protocol 4).
+    HoldMany {
+        /// Tag.
+        tag: String,
+        /// Snapshots.
+        snapshots: Vec<SnapshotName>,
+    },
+    /// `zfs release` of one tag from many snapshots (protocol 4).
+    ReleaseMany {
+        /// Tag.
+        tag: String,
+        /// Snapshots.
+        snapshots: Vec<SnapshotName>,
     },
     /// `zfs rollback` (never `-r`).
     Rollback {
@@ -184,6 +198,8 @@ impl Request {
             Request::DestroySnapshot { .. } => "destroy_snapshot",
             Request::Hold { .. } => "hold",
             Request::Release { .. } => "release",
+            Request::HoldMany { .. } => "hold_many",
+            Request::ReleaseMany { .. } => "release_many",
             Request::Rollback { .. } => "rollback",
             Request::SetProperty { .. } => "set_property",
             Request::GetProperty { .. } => "get_property",
@@ -225,6 +241,12 @@ pub enum Response {
     Changed {
         /// True if something changed.
         changed: bool,
+    },
+    /// For `HoldMany` and `ReleaseMany`: per snapshot, in order, whether
+    /// something changed, or why it failed.
+    ChangedMany {
+        /// One per snapshot.
+        results: Vec<Result<bool, WireError>>,
     },
     /// A property value.
     Property {

@@ -28,6 +28,18 @@ fn changed(r: Result<Changed, ZfsError>) -> Response {
     }
 }
 
+fn changed_many(r: Vec<Result<Changed, ZfsError>>) -> Response {
+    Response::ChangedMany {
+        results: r
+            .into_iter()
+            .map(|r| {
+                r.map(|c| c == Changed::Done)
+                    .map_err(|e| WireError::zfs(&e))
+            })
+            .collect(),
+    }
+}
+
 fn unit(r: Result<(), ZfsError>) -> Response {
     match r {
         Ok(()) => Response::Ok,
@@ -186,6 +198,14 @@ where
             },
             Request::Release { tag: t, snapshot } => match tag(&t) {
                 Ok(t) => changed(zfs.release(&t, &snapshot).await),
+                Err(e) => Response::Error(WireError::zfs(&e)),
+            },
+            Request::HoldMany { tag: t, snapshots } => match tag(&t) {
+                Ok(t) => changed_many(zfs.hold_many(&t, &snapshots).await),
+                Err(e) => Response::Error(WireError::zfs(&e)),
+            },
+            Request::ReleaseMany { tag: t, snapshots } => match tag(&t) {
+                Ok(t) => changed_many(zfs.release_many(&t, &snapshots).await),
                 Err(e) => Response::Error(WireError::zfs(&e)),
             },
             Request::Rollback { snapshot, claim } => {

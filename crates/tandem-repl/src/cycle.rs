@@ -11,7 +11,9 @@ use futures::stream::{self, StreamExt};
 use tandem_zfs::{DatasetName, Listing, Zfs};
 
 use crate::clock::Clock;
-use crate::executor::{Executor, JobSpec, NotFollowing, Outcome, ReplError};
+use crate::executor::{
+    tidy_all, Executor, JobSpec, NotFollowing, Outcome, ReplError, Sent, Tidy, TidyItem,
+};
 use crate::job::Job;
 use crate::lock::LockError;
 use crate::naming::JobName;
@@ -238,19 +240,203 @@ pub async fn run_cycle<Z: Zfs>(
     .into_iter()
     .collect();
 
+    // Each job's transfer, `parallel` at a time; what is left after it
+    // (the listing that checks it, holds, pruning) waits for a batch:
+    // every FLUSH_EVERY, and once all transfers are done.
     type JobFuture<'f> =
-        std::pin::Pin<Box<dyn std::future::Future<Output = JobReport> + Send + 'f>>;
+        std::pin::Pin<Box<dyn std::future::Future<Output = Stage<'f>> + Send + 'f>>;
     let futs: Vec<JobFuture<'_>> = locked
         .iter()
-        .map(|l| Box::pin(job_report(env, l.job, &listings, opts)) as JobFuture<'_>)
+        .map(|l| Box::pin(job_stage(env, l.job, &listings, opts)) as JobFuture<'_>)
         .collect();
-    let results: Vec<JobReport> = stream::iter(futs)
-        .buffer_unordered(opts.parallel.max(1))
-        .collect()
-        .await;
-    reports.extend(results);
+    let queue: std::sync::Mutex<Vec<Pending<'_>>> = std::sync::Mutex::new(Vec::new());
+    let all_sent = std::sync::atomic::AtomicBool::new(false);
+    let wake = tokio::sync::Notify::new();
+    let take = || std::mem::take(&mut *queue.lock().unwrap_or_else(|e| e.into_inner()));
+    let transfers = async {
+        let mut done = Vec::new();
+        let mut s = stream::iter(futs).buffer_unordered(opts.parallel.max(1));
+        while let Some(st) = s.next().await {
+            match st {
+                Stage::Done(r) => done.push(*r),
+                Stage::Pending(p) => queue.lock().unwrap_or_else(|e| e.into_inner()).push(*p),
+            }
+        }
+        all_sent.store(true, std::sync::atomic::Ordering::SeqCst);
+        wake.notify_one();
+        done
+    };
+    let batches = async {
+        let mut done = Vec::new();
+        loop {
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(FLUSH_EVERY) => {}
+            }
+            let last = all_sent.load(std::sync::atomic::Ordering::SeqCst);
+            let batch = take();
+            if !batch.is_empty() {
+                done.extend(finish_batch(env, batch).await);
+            }
+            if last {
+                done.extend(finish_batch(env, take()).await);
+                return done;
+            }
+        }
+    };
+    let (a, b) = tokio::join!(transfers, batches);
+    reports.extend(a);
+    reports.extend(b);
     reports.sort_by(|a, b| a.job.cmp(&b.job));
     reports
+}
+
+/// How long a job whose transfer is done waits, at most, for the batch
+/// that checks it, holds its new common snapshot and prunes: long enough
+/// that a cycle of many small jobs shares a few `zfs get`, `zfs hold` and
+/// `zfs release` per node, short enough that a long transfer of one job
+/// never keeps another's state (its lag) behind.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
+
+/// A job after its transfer, waiting for its batch.
+struct Pending<'j> {
+    job: &'j Job,
+    spec: JobSpec,
+    started: DateTime<Utc>,
+    /// How long its first step took.
+    took: Duration,
+    sent: Sent,
+    previous_common: Option<tandem_zfs::Guid>,
+}
+
+/// A job's first step: finished (a failure, a guest job, nothing to
+/// send), or waiting for its batch.
+enum Stage<'j> {
+    Done(Box<JobReport>),
+    Pending(Box<Pending<'j>>),
+}
+
+/// What [`run_one`] leaves.
+enum Step {
+    Done(Outcome),
+    Sent {
+        sent: Sent,
+        previous_common: Option<tandem_zfs::Guid>,
+    },
+}
+
+/// Finishes a batch of jobs whose transfers are done: one listing of
+/// each node involved checks them all, then their holds, releases and
+/// prunes go in as few `zfs` calls as the nodes take ([`tidy_all`]); then
+/// each job's state is recorded.
+async fn finish_batch<Z: Zfs>(env: &CycleEnv<'_, Z>, batch: Vec<Pending<'_>>) -> Vec<JobReport> {
+    if batch.is_empty() {
+        return Vec::new();
+    }
+    let t0 = tokio::time::Instant::now();
+    let mut roots: BTreeMap<String, BTreeSet<DatasetName>> = BTreeMap::new();
+    for p in batch.iter().filter(|p| p.sent.finish.is_some()) {
+        for ep in [&p.spec.source, &p.spec.target] {
+            roots
+                .entry(ep.node.clone())
+                .or_default()
+                .insert(ep.dataset.clone());
+        }
+    }
+    let listings: BTreeMap<&str, Option<Listing>> = futures::future::join_all(
+        roots
+            .iter()
+            .map(|(n, r)| list_node(env.nodes, n.as_str(), r.clone())),
+    )
+    .await
+    .into_iter()
+    .collect();
+    let mut checked: Vec<(Pending<'_>, Result<Tidy, CycleError>)> = Vec::new();
+    for mut p in batch {
+        let r = match p.sent.finish.take() {
+            None => Ok(std::mem::take(&mut p.sent.tidy)),
+            Some((snap, first)) => verify_one(env, &mut p, &listings, &snap, first).await,
+        };
+        checked.push((p, r));
+    }
+    let mut outs: Vec<Outcome> = checked
+        .iter_mut()
+        .map(|(p, _)| std::mem::take(&mut p.sent.out))
+        .collect();
+    let mut items: Vec<TidyItem<'_>> = checked
+        .iter()
+        .zip(outs.iter_mut())
+        .filter_map(|((p, r), out)| {
+            r.as_ref().ok().map(|t| TidyItem {
+                spec: &p.spec,
+                tidy: t.clone(),
+                out,
+            })
+        })
+        .collect();
+    tidy_all(|n| env.nodes.get(n), &mut items).await;
+    drop(items);
+    let spent = t0.elapsed();
+    checked
+        .into_iter()
+        .zip(outs)
+        .map(|((p, r), out)| {
+            let result = r.map(|_| out);
+            let duration = p.took + spent;
+            record(env, p.job, Some(&p.spec), p.started, duration, &result);
+            JobReport {
+                job: p.job.name.clone(),
+                spec: Some(p.spec),
+                started: p.started,
+                duration,
+                result,
+            }
+        })
+        .collect()
+}
+
+/// Checks one job's transfer against the batch's listings (or its own,
+/// where a node's listing failed).
+async fn verify_one<Z: Zfs>(
+    env: &CycleEnv<'_, Z>,
+    p: &mut Pending<'_>,
+    listings: &BTreeMap<&str, Option<Listing>>,
+    snap: &tandem_zfs::SnapshotName,
+    first: bool,
+) -> Result<Tidy, CycleError> {
+    let unknown = |node: &str| CycleError::UnknownNode {
+        job: p.job.name.to_string(),
+        node: node.to_owned(),
+    };
+    let src = env
+        .nodes
+        .get(&p.spec.source.node)
+        .ok_or_else(|| unknown(&p.spec.source.node))?;
+    let tgt = env
+        .nodes
+        .get(&p.spec.target.node)
+        .ok_or_else(|| unknown(&p.spec.target.node))?;
+    let ex = Executor {
+        job: &p.spec,
+        src,
+        tgt,
+        progress: Arc::new(Progress::default()),
+        previous_common: p.previous_common,
+        pinned: None,
+    };
+    let shared = (
+        listings.get(p.spec.source.node.as_str()),
+        listings.get(p.spec.target.node.as_str()),
+    );
+    let own;
+    let (sl, tl) = match shared {
+        (Some(Some(a)), Some(Some(b))) => (a, b),
+        _ => {
+            own = ex.list_both(false).await?;
+            (&own.0, &own.1)
+        }
+    };
+    Ok(ex.verify(sl, tl, snap, first, &mut p.sent.out).await?)
 }
 
 /// The jobs a daemon on the machine of the `local` nodes runs: those
@@ -318,12 +504,12 @@ async fn list_node<'n, Z: Zfs>(
     (node, l)
 }
 
-async fn job_report<Z: Zfs>(
+async fn job_stage<'j, Z: Zfs>(
     env: &CycleEnv<'_, Z>,
-    job: &Job,
+    job: &'j Job,
     listings: &BTreeMap<&str, Option<Listing>>,
     opts: &CycleOptions,
-) -> JobReport {
+) -> Stage<'j> {
     let started = env.clock.now();
     let t0 = tokio::time::Instant::now();
     let progress = Arc::new(Progress::default());
@@ -340,14 +526,39 @@ async fn job_report<Z: Zfs>(
         }
     }
     let duration = t0.elapsed();
+    let result = match (result, spec) {
+        (
+            Ok(Step::Sent {
+                sent,
+                previous_common,
+            }),
+            Some(spec),
+        ) => {
+            return Stage::Pending(Box::new(Pending {
+                job,
+                spec,
+                started,
+                took: duration,
+                sent,
+                previous_common,
+            }))
+        }
+        (r, s) => {
+            spec = s;
+            r.map(|st| match st {
+                Step::Done(o) => o,
+                Step::Sent { sent, .. } => sent.out,
+            })
+        }
+    };
     record(env, job, spec.as_ref(), started, duration, &result);
-    JobReport {
+    Stage::Done(Box::new(JobReport {
         job: job.name.clone(),
         spec,
         started,
         duration,
         result,
-    }
+    }))
 }
 
 /// Both ends of `job` as listed: from this cycle's shared listings, or
@@ -360,7 +571,19 @@ async fn listings_of<Z: Zfs>(
     let mut out = Vec::new();
     for ep in [&job.source, &job.target] {
         if let Some(Some(l)) = shared.get(ep.node.as_str()) {
-            out.push(l.clone());
+            // A single-dataset job takes its own datasets only: a copy of a
+            // whole node's listing per job would cost a cycle of n jobs n².
+            out.push(if job.is_multi() {
+                l.clone()
+            } else {
+                Listing {
+                    datasets: job
+                        .datasets_on(&ep.node)
+                        .into_iter()
+                        .filter_map(|d| l.get(&d).map(|x| (d, x.clone())))
+                        .collect(),
+                }
+            });
             continue;
         }
         let z = env
@@ -403,7 +626,7 @@ async fn run_one<Z: Zfs>(
     progress: Arc<Progress>,
     opts: &CycleOptions,
     spec_out: &mut Option<JobSpec>,
-) -> Result<Outcome, CycleError> {
+) -> Result<Step, CycleError> {
     let (ls, lt) = listings_of(env, job, shared).await?;
     let roles = roles_of(job, &ls, &lt)?;
     let (st, reset) = env.store.load_or_reset(&job.name)?;
@@ -411,13 +634,13 @@ async fn run_one<Z: Zfs>(
     *spec_out = Some(spec.clone());
     if let Some(here) = &opts.only_primary {
         if !here.contains(&roles.primary.node) && roles.follower_agrees() {
-            return Ok(Outcome {
+            return Ok(Step::Done(Outcome {
                 skipped: Some(format!(
                     "{} is the primary (generation {}); this node follows it",
                     roles.primary, roles.generation.number
                 )),
                 ..Outcome::default()
-            });
+            }));
         }
     }
     if !roles.follower_agrees() {
@@ -456,7 +679,7 @@ async fn run_one<Z: Zfs>(
         if let Err(e) = env.store.update(&job.name, |st| st.members = commons) {
             tracing::error!(job = %job.name, "cannot record its datasets' state: {e}");
         }
-        return Ok(out);
+        return Ok(Step::Done(out));
     }
     let ex = Executor {
         job: &spec,
@@ -466,11 +689,14 @@ async fn run_one<Z: Zfs>(
         previous_common: st.common.as_ref().map(|c| c.guid),
         pinned: None,
     };
-    let mut out = ex
-        .run(Some((src_list, tgt_list)), || env.clock.now())
+    let mut sent = ex
+        .transfer(Some((src_list, tgt_list)), || env.clock.now())
         .await?;
-    out.warnings.extend(reset);
-    Ok(out)
+    sent.out.warnings.extend(reset);
+    Ok(Step::Sent {
+        sent,
+        previous_common: ex.previous_common,
+    })
 }
 
 fn record<Z: Zfs>(

@@ -7,17 +7,18 @@
 //! job's own older snapshots. Nothing is ever received with `-F`, so ZFS
 //! itself refuses to overwrite a target that changed.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 use tandem_zfs::{
-    Changed, DatasetName, Generation, Guid, Listing, RecvSpec, SendBase, SendFlags, SendRequest,
-    Snapshot, SnapshotName, Zfs, ZfsError, GENERATION_PROPERTY,
+    Changed, DatasetName, Generation, Guid, HoldTag, Listing, RecvSpec, SendBase, SendFlags,
+    SendRequest, Snapshot, SnapshotName, Zfs, ZfsError, GENERATION_PROPERTY,
 };
 
-use crate::naming::JobName;
+use crate::naming::{peer_hold_tag, JobName};
 use crate::pipe::{self, PipeError, Progress};
 use crate::plan::{plan, Conflict, Plan, SendTo, Side};
 use crate::state::Common;
@@ -298,7 +299,10 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
     /// Lists both sides. For planning, the source's pool is synced first so
     /// that `written` includes every write made before this cycle; a
     /// listing that only verifies a transfer skips that.
-    async fn list_both(&self, for_planning: bool) -> Result<(Listing, Listing), ReplError> {
+    pub(crate) async fn list_both(
+        &self,
+        for_planning: bool,
+    ) -> Result<(Listing, Listing), ReplError> {
         if for_planning {
             self.src
                 .sync(std::slice::from_ref(&self.job.source.dataset))
@@ -378,12 +382,15 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
         }
     }
 
-    /// Runs one cycle. `listings` are this cycle's shared listings, if any.
-    pub async fn run(
+    /// The first step of a cycle: plans, takes the snapshot, streams it
+    /// (resuming first where a partial receive waits). What is left —
+    /// checking that the snapshot arrived, holds, pruning — is in the
+    /// returned [`Sent`].
+    pub async fn transfer(
         &self,
         listings: Option<(Listing, Listing)>,
         now: impl Fn() -> DateTime<Utc>,
-    ) -> Result<Outcome, ReplError> {
+    ) -> Result<Sent, ReplError> {
         let mut out = Outcome::default();
         let (mut sl, mut tl) = match listings {
             Some(l) => l,
@@ -405,22 +412,34 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
                     // retention, and say what was sent).
                     out.sent = Some(common.name.clone());
                     let first = self.previous_common.is_none();
-                    self.finish(&sl, &tl, &common.name, first, &mut out).await?;
-                    return Ok(out);
+                    if first {
+                        self.secure_replica(tl.get(&self.job.target.dataset))
+                            .await?;
+                    }
+                    return Ok(Sent {
+                        out,
+                        finish: Some((common.name.clone(), first)),
+                        tidy: Tidy::default(),
+                    });
                 }
                 Plan::UpToDate { common } => {
+                    let mut tidy = Tidy::default();
                     let tds = tl.get(&self.job.target.dataset);
                     if let Some(t) = tds.and_then(|t| t.by_guid(common.guid)) {
-                        self.ensure_holds(common, t).await?;
+                        tidy.hold_unheld(common, t);
                         out.common = Some(common_of(common, t));
                     }
-                    return Ok(out);
+                    return Ok(Sent {
+                        out,
+                        finish: None,
+                        tidy,
+                    });
                 }
                 Plan::Resume { .. } => {
                     let req = self
                         .request(&p)
                         .ok_or_else(|| ReplError::TooManyRounds(self.job.name.to_string()))?;
-                    match self.transfer(&req, true).await {
+                    match self.stream(&req, true).await {
                         Ok(n) => out.bytes += n,
                         Err(ReplError::Zfs {
                             source: ZfsError::ResumeTokenStale { .. },
@@ -461,12 +480,20 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
                         .request(&p)
                         .ok_or_else(|| ReplError::TooManyRounds(self.job.name.to_string()))?;
                     let resumable = self.resumable().await?;
-                    out.bytes += self.transfer(&req, resumable).await?;
+                    out.bytes += self.stream(&req, resumable).await?;
                     out.sent = Some(to.snapshot().clone());
-                    (sl, tl) = self.list_both(false).await?;
-                    self.finish(&sl, &tl, to.snapshot(), first, &mut out)
-                        .await?;
-                    return Ok(out);
+                    if first {
+                        // What the listing showed before a full receive is
+                        // gone with it: set both.
+                        let before = tl.get(&self.job.target.dataset);
+                        let before = before.filter(|_| !matches!(p, Plan::Full { .. }));
+                        self.secure_replica(before).await?;
+                    }
+                    return Ok(Sent {
+                        out,
+                        finish: Some((to.snapshot().clone(), first)),
+                        tidy: Tidy::default(),
+                    });
                 }
             }
         }
@@ -490,7 +517,7 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
     /// Streams one send into one receive. A failure of the sender is
     /// reported as the sender's (the receiver's complaint about a short
     /// stream is its consequence), a failure of the receiver as its own.
-    async fn transfer(&self, req: &SendRequest, resumable: bool) -> Result<u64, ReplError> {
+    async fn stream(&self, req: &SendRequest, resumable: bool) -> Result<u64, ReplError> {
         let (sn, tn) = (self.src.node(), self.tgt.node());
         let spec = RecvSpec {
             target: Some(self.job.target.dataset.clone()),
@@ -585,32 +612,51 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
         }
     }
 
-    async fn ensure_holds(&self, s: &Snapshot, t: &Snapshot) -> Result<(), ReplError> {
-        let tag = self.job.name.hold_tag();
-        if s.userrefs == 0 {
-            self.src
-                .hold(&tag, &s.name)
-                .await
-                .map_err(zerr(self.src.node()))?;
-        }
-        if t.userrefs == 0 {
+    /// Makes a new replica read-only and gives it the primary's mark, as
+    /// soon as its first transfer is in, before anything else is received
+    /// (a child's mountpoint must not be written into its parent). `tgt`
+    /// is the target as last listed; what it already shows is not set
+    /// again.
+    async fn secure_replica(&self, tgt: Option<&tandem_zfs::Dataset>) -> Result<(), ReplError> {
+        let j = self.job;
+        // A replica must not be written by accident; receive ignores readonly.
+        if tgt.and_then(|d| d.readonly) != Some(true) {
             self.tgt
-                .hold(&tag, &t.name)
+                .set_property(&j.target.dataset, "readonly", "on", Some(&j.claim))
+                .await
+                .map_err(zerr(self.tgt.node()))?;
+        }
+        // A new follower of a primary that changed before (generation 1 or
+        // later) carries the primary's mark, so that it counts as following
+        // it (see `crate::roles`).
+        let marked = tgt.and_then(|d| d.generation_of(j.name.as_str()));
+        if j.claim.number > 0 && marked != Some(&j.claim) {
+            self.tgt
+                .set_property(
+                    &j.target.dataset,
+                    GENERATION_PROPERTY,
+                    &j.claim.to_string(),
+                    Some(&j.claim),
+                )
                 .await
                 .map_err(zerr(self.tgt.node()))?;
         }
         Ok(())
     }
 
-    /// After a transfer: verify, hold, release, mark read-only, prune.
-    async fn finish(
+    /// After a transfer, from listings of both sides made after it:
+    /// checks that the sent snapshot arrived (its GUID on the target),
+    /// marks a first replica read-only (and with the primary's generation),
+    /// bookmarks the new common snapshot on the source, and says which
+    /// holds to take and release and which snapshots retention prunes.
+    pub async fn verify(
         &self,
         sl: &Listing,
         tl: &Listing,
         sent: &SnapshotName,
         first: bool,
         out: &mut Outcome,
-    ) -> Result<(), ReplError> {
+    ) -> Result<Tidy, ReplError> {
         let j = self.job;
         let src = sl.get(&j.source.dataset);
         let s = src
@@ -632,31 +678,12 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
             });
         };
         if first {
-            // A replica must not be written by accident; receive ignores readonly.
-            if tgt.and_then(|d| d.readonly) != Some(true) {
-                self.tgt
-                    .set_property(&j.target.dataset, "readonly", "on", Some(&j.claim))
-                    .await
-                    .map_err(zerr(self.tgt.node()))?;
-            }
-            // A new follower of a primary that changed before (generation
-            // 1 or later) carries the primary's mark, so that it counts as
-            // following it (see `crate::roles`).
-            let marked = tgt.and_then(|d| d.generation_of(j.name.as_str()));
-            if j.claim.number > 0 && marked != Some(&j.claim) {
-                self.tgt
-                    .set_property(
-                        &j.target.dataset,
-                        GENERATION_PROPERTY,
-                        &j.claim.to_string(),
-                        Some(&j.claim),
-                    )
-                    .await
-                    .map_err(zerr(self.tgt.node()))?;
-            }
+            // Set right after the transfer already; again where that
+            // listing did not show it (a receive that made the dataset).
+            self.secure_replica(tgt).await?;
         }
-        self.ensure_holds(s, t).await?;
-        let tag = j.name.hold_tag();
+        let mut tidy = Tidy::default();
+        tidy.hold_unheld(s, t);
         let stale = |d: &tandem_zfs::Dataset| -> Vec<SnapshotName> {
             d.snapshots
                 .iter()
@@ -668,17 +695,15 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
                 .map(|x| x.name.clone())
                 .collect()
         };
-        for old in src.map(stale).unwrap_or_default() {
-            if let Err(e) = self.src.release(&tag, &old).await {
-                out.warnings
-                    .push(format!("release {tag} on {}:{old}: {e}", j.source.node));
-            }
-        }
-        for old in tgt.map(stale).unwrap_or_default() {
-            if let Err(e) = self.tgt.release(&tag, &old).await {
-                out.warnings
-                    .push(format!("release {tag} on {}:{old}: {e}", j.target.node));
-            }
+        let protect = [s.guid];
+        for (end, d) in [(End::Source, src), (End::Target, tgt)] {
+            let Some(d) = d else { continue };
+            tidy.release.extend(stale(d).into_iter().map(|n| (end, n)));
+            tidy.prune.extend(
+                crate::plan::retention(&j.name, d, j.keep, &protect)
+                    .into_iter()
+                    .map(|n| (end, n)),
+            );
         }
         // A bookmark of the new common snapshot on the source keeps an
         // incremental possible if someone destroys the snapshot itself.
@@ -702,58 +727,293 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
                 )),
             }
         }
-        let protect = [s.guid];
-        // Held in this listing: our tag may still be on it (the releases
-        // above are best-effort); an unheld one needs no `zfs release`.
-        let held = |d: &tandem_zfs::Dataset, v: &SnapshotName| {
-            d.snapshots.iter().any(|x| &x.name == v && x.userrefs > 0)
-        };
-        if let Some(d) = src {
-            for victim in crate::plan::retention(&j.name, d, j.keep, &protect) {
-                let h = held(d, &victim);
-                self.prune(self.src, &j.source.node, &victim, h, out).await;
-            }
-        }
-        if let Some(d) = tgt {
-            for victim in crate::plan::retention(&j.name, d, j.keep, &protect) {
-                let h = held(d, &victim);
-                self.prune(self.tgt, &j.target.node, &victim, h, out).await;
-            }
-        }
         out.common = Some(common_of(s, t));
-        Ok(())
+        Ok(tidy)
+    }
+}
+
+impl<Z: Zfs> Executor<'_, Z, Z> {
+    /// Runs one cycle, all of it: [`Executor::transfer`] (plan, snapshot,
+    /// send and receive), then a listing of both sides that
+    /// [`Executor::verify`] checks, then the holds, releases and pruning
+    /// ([`tidy_all`]). `listings` are this cycle's shared listings, if any.
+    /// A cycle over many jobs runs the first step of each and batches the
+    /// rest per node (see [`crate::cycle`]).
+    pub async fn run(
+        &self,
+        listings: Option<(Listing, Listing)>,
+        now: impl Fn() -> DateTime<Utc>,
+    ) -> Result<Outcome, ReplError> {
+        let Sent {
+            mut out,
+            finish,
+            mut tidy,
+        } = self.transfer(listings, now).await?;
+        if let Some((sent, first)) = finish {
+            let (sl, tl) = self.list_both(false).await?;
+            tidy = self.verify(&sl, &tl, &sent, first, &mut out).await?;
+        }
+        let mut items = [TidyItem {
+            spec: self.job,
+            tidy,
+            out: &mut out,
+        }];
+        tidy_all(|n| self.on(n), &mut items).await;
+        Ok(out)
     }
 
-    async fn prune<Z: Zfs>(
-        &self,
-        z: &Z,
-        node: &str,
-        victim: &SnapshotName,
-        held: bool,
-        out: &mut Outcome,
-    ) {
-        // Release our own tag first where the listing shows a hold (a crash
-        // may have left it), then destroy.
-        if held {
-            let _ = z.release(&self.job.name.hold_tag(), victim).await;
+    /// This job's ZFS on `node`.
+    fn on(&self, node: &str) -> Option<&Z> {
+        if node == self.job.source.node {
+            Some(self.src)
+        } else if node == self.job.target.node {
+            Some(self.tgt)
+        } else {
+            None
         }
-        match z.destroy_snapshot(victim, Some(&self.job.claim)).await {
-            Ok(Changed::Done) => {
-                tracing::debug!(job = %self.job.name, %node, snapshot = %victim, "pruned");
-                out.pruned.push(victim.clone());
+    }
+}
+
+/// The node and the hold tag of one end of a job: the tag names the node
+/// at the other end ([`peer_hold_tag`]).
+pub fn end_of(spec: &JobSpec, end: End) -> (&str, HoldTag) {
+    match end {
+        End::Source => (&spec.source.node, peer_hold_tag(&spec.target.node)),
+        End::Target => (&spec.target.node, peer_hold_tag(&spec.source.node)),
+    }
+}
+
+/// One job's [`Tidy`] in a batch, and the outcome its warnings and
+/// prunes go to.
+pub struct TidyItem<'a> {
+    /// The job.
+    pub spec: &'a JobSpec,
+    /// What is left to do.
+    pub tidy: Tidy,
+    /// Its outcome.
+    pub out: &'a mut Outcome,
+}
+
+/// Snapshots of one `zfs hold`/`zfs release`: by node and tag, which job
+/// each is for.
+type Groups = BTreeMap<(String, String), (HoldTag, Vec<(usize, SnapshotName)>)>;
+
+/// Carries out the [`Tidy`] of many jobs with as few `zfs` calls as ZFS
+/// allows: per node and tag one `zfs hold` for all new holds, then one
+/// `zfs release` for all old ones (and where a snapshot lacked the peer
+/// tag, a release of its job's pre-0.2 tag), then the prunes, one `zfs
+/// destroy` each (zfs-fuse takes one name), the nodes at once. Failures
+/// are warnings on the job's outcome: the next cycle tries again.
+pub async fn tidy_all<'z, Z: Zfs + 'z>(
+    node: impl Fn(&str) -> Option<&'z Z>,
+    items: &mut [TidyItem<'_>],
+) {
+    let specs: Vec<&JobSpec> = items.iter().map(|i| i.spec).collect();
+    let holds = group(items, |t| &t.hold);
+    let mut unheld = std::collections::BTreeSet::new();
+    for (verb, (node_tag, r)) in run_groups(&node, Verb::Hold, holds).await {
+        unheld.extend(r.iter().filter(|(_, _, r)| r.is_err()).map(|(i, ..)| *i));
+        report(items, verb, &node_tag, r);
+    }
+    // A job whose new common snapshot could not be held keeps its older
+    // holds and snapshots: it must never be left with no held base.
+    for i in &unheld {
+        items[*i].tidy.release.clear();
+        items[*i].tidy.prune.clear();
+    }
+    let releases = group(items, |t| &t.release);
+    let mut legacy = Groups::new();
+    for (verb, (node_tag, r)) in run_groups(&node, Verb::Release, releases).await {
+        for (i, snap, r) in &r {
+            if matches!(r, Ok(Changed::Already)) {
+                let tag = specs[*i].name.legacy_hold_tag();
+                legacy
+                    .entry((node_tag.0.clone(), tag.to_string()))
+                    .or_insert_with(|| (tag, Vec::new()))
+                    .1
+                    .push((*i, snap.clone()));
             }
-            Ok(Changed::Already) => {}
-            Err(ZfsError::HasClones { .. }) => {
-                // The origin of a clone, e.g. of a divergent state that
-                // `reverse` set aside: kept until that clone is destroyed.
-                tracing::info!(job = %self.job.name, %node, snapshot = %victim,
-                    "kept: a clone depends on it (a set-aside divergent state?)");
+        }
+        report(items, verb, &node_tag, r);
+    }
+    for (verb, (node_tag, r)) in run_groups(&node, Verb::Release, legacy).await {
+        report(items, verb, &node_tag, r);
+    }
+    let mut by_node: BTreeMap<&str, Vec<(usize, &SnapshotName)>> = BTreeMap::new();
+    for (i, it) in items.iter().enumerate() {
+        for (end, victim) in &it.tidy.prune {
+            by_node
+                .entry(end_of(specs[i], *end).0)
+                .or_default()
+                .push((i, victim));
+        }
+    }
+    let done = futures::future::join_all(by_node.into_iter().map(|(n, victims)| {
+        let z = node(n);
+        let specs = &specs;
+        async move {
+            let mut r = Vec::new();
+            for (i, victim) in victims {
+                let res = match z {
+                    Some(z) => z.destroy_snapshot(victim, Some(&specs[i].claim)).await,
+                    None => continue,
+                };
+                r.push((i, n, victim.clone(), res));
             }
-            Err(e) => {
-                let w = format!("could not prune {node}:{victim} (kept): {e}");
-                tracing::warn!(job = %self.job.name, "{w}");
-                out.warnings.push(w);
-            }
+            r
+        }
+    }))
+    .await;
+    for (i, n, victim, r) in done.into_iter().flatten() {
+        pruned(&specs[i].name, n, &victim, r, items[i].out);
+    }
+}
+
+/// The snapshots `pick` chooses from every item's tidy, by node and tag.
+fn group(items: &[TidyItem<'_>], pick: fn(&Tidy) -> &[(End, SnapshotName)]) -> Groups {
+    let mut g = Groups::new();
+    for (i, it) in items.iter().enumerate() {
+        for (end, snap) in pick(&it.tidy) {
+            let (n, tag) = end_of(it.spec, *end);
+            g.entry((n.to_owned(), tag.to_string()))
+                .or_insert_with(|| (tag, Vec::new()))
+                .1
+                .push((i, snap.clone()));
+        }
+    }
+    g
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Verb {
+    Hold,
+    Release,
+}
+
+type GroupResult = (
+    (String, HoldTag),
+    Vec<(usize, SnapshotName, Result<Changed, ZfsError>)>,
+);
+
+/// Runs each group's `zfs hold` or `zfs release`, the groups at once.
+async fn run_groups<'z, Z: Zfs + 'z>(
+    node: &impl Fn(&str) -> Option<&'z Z>,
+    verb: Verb,
+    groups: Groups,
+) -> Vec<(&'static str, GroupResult)> {
+    let name = match verb {
+        Verb::Hold => "hold",
+        Verb::Release => "release",
+    };
+    futures::future::join_all(groups.into_iter().map(|((n, _), (tag, list))| {
+        let z = node(&n);
+        async move {
+            let names: Vec<SnapshotName> = list.iter().map(|(_, s)| s.clone()).collect();
+            let r = match (z, verb) {
+                (None, _) => Vec::new(),
+                (Some(z), Verb::Hold) => z.hold_many(&tag, &names).await,
+                (Some(z), Verb::Release) => z.release_many(&tag, &names).await,
+            };
+            let rows = list
+                .into_iter()
+                .zip(r)
+                .map(|((i, s), r)| (i, s, r))
+                .collect();
+            (name, ((n, tag), rows))
+        }
+    }))
+    .await
+}
+
+/// Warns on each job's outcome about its failed holds or releases.
+fn report(
+    items: &mut [TidyItem<'_>],
+    verb: &str,
+    (node, tag): &(String, HoldTag),
+    rows: Vec<(usize, SnapshotName, Result<Changed, ZfsError>)>,
+) {
+    for (i, snap, r) in rows {
+        if let Err(e) = r {
+            let w = format!("{verb} {tag} on {node}:{snap}: {e}");
+            tracing::warn!(job = %items[i].spec.name, "{w}");
+            items[i].out.warnings.push(w);
+        }
+    }
+}
+
+/// One end of a job, where a [`Tidy`] step happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum End {
+    /// The end data comes from.
+    Source,
+    /// The end it goes to.
+    Target,
+}
+
+/// What a cycle leaves to do after its transfer was verified: holds to
+/// take and to release, snapshots to prune, in that order (a held snapshot
+/// cannot be destroyed). None of it is urgent: until it is done the older
+/// common snapshot stays held, so a crash in between leaves a job the next
+/// cycle completes. A cycle over many jobs batches it per node.
+#[derive(Debug, Clone, Default)]
+pub struct Tidy {
+    /// Snapshots to hold (the new common snapshot, on both ends).
+    pub hold: Vec<(End, SnapshotName)>,
+    /// Snapshots whose hold goes (older common snapshots).
+    pub release: Vec<(End, SnapshotName)>,
+    /// The job's own snapshots retention destroys.
+    pub prune: Vec<(End, SnapshotName)>,
+}
+
+impl Tidy {
+    /// Holds the common snapshot on each end where it has no hold yet.
+    fn hold_unheld(&mut self, s: &Snapshot, t: &Snapshot) {
+        if s.userrefs == 0 {
+            self.hold.push((End::Source, s.name.clone()));
+        }
+        if t.userrefs == 0 {
+            self.hold.push((End::Target, t.name.clone()));
+        }
+    }
+}
+
+/// A job's cycle after its transfer: what it did so far, and what is left.
+#[derive(Debug)]
+pub struct Sent {
+    /// What it did.
+    pub out: Outcome,
+    /// The snapshot sent, and whether this was the job's first success:
+    /// left to check with [`Executor::verify`] against a listing made
+    /// after the transfer. `None`: nothing was sent.
+    pub finish: Option<(SnapshotName, bool)>,
+    /// Holds an up-to-date job still lacks.
+    pub tidy: Tidy,
+}
+
+/// Reports one destroy of retention.
+pub fn pruned(
+    job: &JobName,
+    node: &str,
+    victim: &SnapshotName,
+    r: Result<Changed, ZfsError>,
+    out: &mut Outcome,
+) {
+    match r {
+        Ok(Changed::Done) => {
+            tracing::debug!(%job, %node, snapshot = %victim, "pruned");
+            out.pruned.push(victim.clone());
+        }
+        Ok(Changed::Already) => {}
+        Err(ZfsError::HasClones { .. }) => {
+            // The origin of a clone, e.g. of a divergent state that
+            // `reverse` set aside: kept until that clone is destroyed.
+            tracing::info!(%job, %node, snapshot = %victim,
+                "kept: a clone depends on it (a set-aside divergent state?)");
+        }
+        Err(e) => {
+            let w = format!("could not prune {node}:{victim} (kept): {e}");
+            tracing::warn!(%job, "{w}");
+            out.warnings.push(w);
         }
     }
 }

@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use tandem_zfs::{DatasetName, Listing, SnapshotName, Zfs};
 
-use crate::executor::{Executor, JobSpec, Outcome, ReplError};
+use crate::executor::{tidy_all, Executor, JobSpec, Outcome, ReplError, Sent, Tidy, TidyItem};
+use crate::job::Endpoint;
 use crate::job::{Job, Member, Members};
 use crate::pipe::Progress;
 use crate::plan::{Conflict, Plan, SendTo};
@@ -331,6 +332,9 @@ pub(crate) async fn run<Z: Zfs>(
     let mut commons = BTreeMap::new();
     let mut failures: Vec<(String, ReplError)> = Vec::new();
     let mut plans: Vec<String> = Vec::new();
+    // Every member's transfer first, then one listing of each side for
+    // all of them, then their holds and pruning in one batch.
+    let mut sent = Vec::new();
     for (s, m) in specs.iter().zip(&members) {
         let ex = executor(
             s,
@@ -339,31 +343,92 @@ pub(crate) async fn run<Z: Zfs>(
             st.members.get(&m.rel),
             pinned.clone(),
         );
-        match ex.run(Some((pl.clone(), fl.clone())), &now).await {
-            Ok(o) => {
-                for p in o.plans {
-                    if !plans.contains(&p) {
-                        plans.push(p);
-                    }
-                }
-                out.sent = out.sent.or(o.sent);
-                out.bytes += o.bytes;
-                if let Some(c) = o.common {
-                    out.common.get_or_insert_with(|| c.clone());
-                    commons.insert(m.rel.clone(), c);
-                }
-                out.pruned.extend(o.pruned);
-                out.warnings.extend(
-                    o.warnings
-                        .into_iter()
-                        .map(|w| format!("{}: {w}", m.label())),
-                );
-            }
+        match ex.transfer(Some((pl.clone(), fl.clone())), &now).await {
+            Ok(x) => sent.push((s, m, ex, x)),
             Err(e) => {
                 tracing::warn!(job = %job.name, member = m.label(), "member failed: {e}");
                 failures.push((m.label().to_owned(), e));
             }
         }
+    }
+    let verify = if sent.iter().any(|(.., x)| x.finish.is_some()) {
+        let on = |f: fn(&Member) -> &Endpoint| -> Vec<DatasetName> {
+            sent.iter().map(|(_, m, ..)| f(m).dataset.clone()).collect()
+        };
+        let (sources, targets) = (on(|m| &m.source), on(|m| &m.target));
+        let (a, b) = tokio::join!(src.list(&sources), tgt.list(&targets));
+        let zerr = |node: &str| {
+            let node = node.to_owned();
+            move |e| ReplError::Zfs { node, source: e }
+        };
+        Some((
+            a.map_err(zerr(&spec.source.node))?,
+            b.map_err(zerr(&spec.target.node))?,
+        ))
+    } else {
+        None
+    };
+    let mut done = Vec::new();
+    for (s, m, ex, x) in sent {
+        let Sent {
+            mut out,
+            finish,
+            tidy,
+        } = x;
+        let tidy = match (finish, &verify) {
+            (Some((snap, first)), Some((a, b))) => {
+                match ex.verify(a, b, &snap, first, &mut out).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        failures.push((m.label().to_owned(), e));
+                        continue;
+                    }
+                }
+            }
+            _ => tidy,
+        };
+        done.push((s, m, tidy, out));
+    }
+    let (mut outs, rest): (Vec<Outcome>, Vec<(&JobSpec, &Member, Tidy)>) =
+        done.into_iter().map(|(s, m, t, o)| (o, (s, m, t))).unzip();
+    let mut items: Vec<TidyItem<'_>> = rest
+        .iter()
+        .zip(outs.iter_mut())
+        .map(|((s, _, t), out)| TidyItem {
+            spec: s,
+            tidy: t.clone(),
+            out,
+        })
+        .collect();
+    let on = |n: &str| {
+        if n == spec.source.node {
+            Some(src)
+        } else if n == spec.target.node {
+            Some(tgt)
+        } else {
+            None
+        }
+    };
+    tidy_all(on, &mut items).await;
+    drop(items);
+    for ((_, m, _), o) in rest.into_iter().zip(outs) {
+        for p in o.plans {
+            if !plans.contains(&p) {
+                plans.push(p);
+            }
+        }
+        out.sent = out.sent.or(o.sent);
+        out.bytes += o.bytes;
+        if let Some(c) = o.common {
+            out.common.get_or_insert_with(|| c.clone());
+            commons.insert(m.rel.clone(), c);
+        }
+        out.pruned.extend(o.pruned);
+        out.warnings.extend(
+            o.warnings
+                .into_iter()
+                .map(|w| format!("{}: {w}", m.label())),
+        );
     }
     out.plans = plans;
     let total = members.len();

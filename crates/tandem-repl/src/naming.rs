@@ -60,8 +60,10 @@ impl JobName {
         &self.0
     }
 
-    /// The hold tag this job puts on its common snapshots: `tandem_<job>`.
-    pub fn hold_tag(&self) -> HoldTag {
+    /// The hold tag this job put on its common snapshots before tandem
+    /// 0.2 (`tandem_<job>`; see [`peer_hold_tag`]): still released where
+    /// it is found.
+    pub fn legacy_hold_tag(&self) -> HoldTag {
         // A valid job name always makes a valid tag.
         HoldTag::parse(&format!("{PREFIX}{}", self.0)).unwrap_or_else(|_| unreachable_tag())
     }
@@ -89,6 +91,17 @@ impl JobName {
     pub fn owns(&self, s: &Snapshot) -> bool {
         self.parse_own(s.name.short()).is_some()
     }
+}
+
+/// The hold tag on a common snapshot on one node, naming the node at the
+/// other end of the job: `tandem_@<peer>`. Every job between the same two
+/// nodes shares it (so one `zfs hold` and one `zfs release` per node
+/// carry a whole cycle), it stays the same whichever way a job runs, and
+/// a source sending to several nodes holds a snapshot once for each of
+/// them. It cannot be a job's legacy tag: a job name starts with a letter
+/// or digit.
+pub fn peer_hold_tag(peer: &str) -> HoldTag {
+    HoldTag::parse(&format!("{PREFIX}@{peer}")).unwrap_or_else(|_| unreachable_tag())
 }
 
 fn unreachable_tag() -> HoldTag {
@@ -139,7 +152,8 @@ mod tests {
         );
         assert_eq!(a.parse_own("tandem_a_manual"), None);
         assert_eq!(a.parse_own("tandem_a_20261321T120005Z"), None);
-        assert_eq!(a.hold_tag().as_str(), "tandem_a");
+        assert_eq!(a.legacy_hold_tag().as_str(), "tandem_a");
+        assert_eq!(peer_hold_tag("b").as_str(), "tandem_@b");
     }
 
     #[test]

@@ -60,6 +60,63 @@ impl CliZfs {
         }
     }
 
+    /// `zfs hold|release TAG SNAP...` in one process per [`MANY_CHUNK`]
+    /// names. ZFS goes on past a name it cannot hold or release and says
+    /// why on one line naming it, so each name gets its own result from
+    /// that line; where a line names none of them (ssh failed, say), each
+    /// name is tried alone.
+    async fn many(
+        &self,
+        verb: &str,
+        tag: &HoldTag,
+        snaps: &[SnapshotName],
+    ) -> Vec<Result<Changed, ZfsError>> {
+        let already = |e: &ZfsError| match verb {
+            "hold" => matches!(e, ZfsError::HoldExists { .. }),
+            _ => matches!(e, ZfsError::HoldNotFound { .. }) || e.is_not_found(),
+        };
+        let mut out = Vec::with_capacity(snaps.len());
+        for chunk in snaps.chunks(MANY_CHUNK) {
+            if chunk.len() > 1 {
+                let mut a = vec![verb.to_owned(), tag.to_string()];
+                a.extend(chunk.iter().map(|n| n.to_string()));
+                let inv = self.inv(a);
+                let r = match self.serial().await {
+                    Ok(_serial) => inv.output_raw().await,
+                    Err(e) => Err(e),
+                };
+                // A failure with nothing said names no one: tried alone below.
+                let said = |(_, err, code): &(String, String, Option<i32>)| {
+                    *code == Some(0) || !err.trim().is_empty()
+                };
+                if let Some((_, err, code)) = r.as_ref().ok().filter(|r| said(r)) {
+                    if let Some(lines) = attribute(err, chunk) {
+                        out.extend(lines.into_iter().map(|line| match line {
+                            None => Ok(Changed::Done),
+                            Some(l) => {
+                                let e = ZfsError::classify(&inv.display(), *code, l, false);
+                                if already(&e) {
+                                    Ok(Changed::Already)
+                                } else {
+                                    Err(e)
+                                }
+                            }
+                        }));
+                        continue;
+                    }
+                }
+            }
+            for s in chunk {
+                out.push(if verb == "hold" {
+                    self.hold(tag, s).await
+                } else {
+                    self.release(tag, s).await
+                });
+            }
+        }
+        out
+    }
+
     fn inv(&self, args: Vec<String>) -> Invocation {
         Invocation::new(&self.node, &self.transport, &self.zfs, args)
     }
@@ -178,6 +235,26 @@ impl CliZfs {
 }
 
 /// Maps "already so" errors of idempotent operations to [`Changed::Already`].
+/// Names per `zfs hold`/`zfs release` call: well inside any command
+/// line limit, ssh's included.
+const MANY_CHUNK: usize = 256;
+
+/// Which line of a many-name `zfs hold`/`zfs release`'s stderr names
+/// which snapshot (`cannot hold 'pool/ds@s': tag already exists ...`):
+/// per snapshot, its complaint or none. `None` if a line names none of
+/// them, so the caller cannot tell who failed.
+fn attribute<'e>(err: &'e str, names: &[SnapshotName]) -> Option<Vec<Option<&'e str>>> {
+    let mut by = vec![None; names.len()];
+    for line in err.lines().filter(|l| !l.trim().is_empty()) {
+        let quoted = line.split('\'').skip(1).step_by(2);
+        let i = quoted
+            .filter_map(|q| names.iter().position(|n| n.to_string() == q))
+            .next()?;
+        by[i] = Some(line);
+    }
+    Some(by)
+}
+
 fn idempotent(
     r: Result<String, ZfsError>,
     already: impl Fn(&ZfsError) -> bool,
@@ -302,6 +379,22 @@ impl Zfs for CliZfs {
         idempotent(r, |e| {
             matches!(e, ZfsError::HoldNotFound { .. }) || e.is_not_found()
         })
+    }
+
+    async fn hold_many(
+        &self,
+        tag: &HoldTag,
+        snaps: &[SnapshotName],
+    ) -> Vec<Result<Changed, ZfsError>> {
+        self.many("hold", tag, snaps).await
+    }
+
+    async fn release_many(
+        &self,
+        tag: &HoldTag,
+        snaps: &[SnapshotName],
+    ) -> Vec<Result<Changed, ZfsError>> {
+        self.many("release", tag, snaps).await
     }
 
     async fn rollback(&self, snap: &SnapshotName, _claim: Claim<'_>) -> Result<(), ZfsError> {
@@ -573,5 +666,29 @@ impl Zfs for CliZfs {
             )
             .await;
         idempotent(r, ZfsError::is_not_found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(s: &str) -> SnapshotName {
+        SnapshotName::parse(s).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_many_name_complaint_is_pinned_to_the_name_it_quotes() {
+        // What zfs-fuse prints for `zfs release t p/a@9 p/a@1 p/a@2`.
+        let names = [snap("p/a@9"), snap("p/a@1"), snap("p/a@2")];
+        let err = "cannot release 't' from 'p/a@9': dataset does not exist\n\
+                   cannot release 't' from 'p/a@2': no such tag on this dataset\n";
+        let by = attribute(err, &names).unwrap_or_else(|| panic!("attributed"));
+        assert!(by[0].is_some_and(|l| l.contains("does not exist")));
+        assert_eq!(by[1], None, "p/a@1 was released");
+        assert!(by[2].is_some_and(|l| l.contains("no such tag")));
+        // A line that names none of them: no one can be told apart.
+        assert_eq!(attribute("ssh: connect to host x: refused\n", &names), None);
+        assert_eq!(attribute("", &names), Some(vec![None, None, None]));
     }
 }

@@ -181,6 +181,38 @@ pub trait Zfs: Send + Sync {
         tag: &HoldTag,
         snap: &SnapshotName,
     ) -> impl Future<Output = Result<Changed, ZfsError>> + Send;
+    /// `zfs hold TAG SNAP...`: one tag on many snapshots, in one call
+    /// where ZFS takes many names (both zfs-fuse and OpenZFS do). One
+    /// result per snapshot, in order; one that fails does not stop the
+    /// others.
+    fn hold_many(
+        &self,
+        tag: &HoldTag,
+        snaps: &[SnapshotName],
+    ) -> impl Future<Output = Vec<Result<Changed, ZfsError>>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(snaps.len());
+            for s in snaps {
+                out.push(self.hold(tag, s).await);
+            }
+            out
+        }
+    }
+    /// `zfs release TAG SNAP...`, as [`Zfs::hold_many`]: a snapshot that
+    /// lacks the tag (or is gone) is [`Changed::Already`].
+    fn release_many(
+        &self,
+        tag: &HoldTag,
+        snaps: &[SnapshotName],
+    ) -> impl Future<Output = Vec<Result<Changed, ZfsError>>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(snaps.len());
+            for s in snaps {
+                out.push(self.release(tag, s).await);
+            }
+            out
+        }
+    }
     /// `zfs rollback` to the dataset's newest snapshot (never `-r`).
     fn rollback(
         &self,

@@ -22,7 +22,9 @@ fn createtxg(snapshot: &str) -> u64 {
 /// Destroys `ds` after releasing the job's holds on its snapshots.
 fn destroy_held(ds: &str) {
     for (s, _) in snaps(ds) {
-        let _ = zfs_try(&["release", "tandem_g", &format!("{ds}@{s}")]);
+        for tag in ["tandem_@src", "tandem_@dst"] {
+            let _ = zfs_try(&["release", tag, &format!("{ds}@{s}")]);
+        }
     }
     // zfs-fuse calls a filesystem busy for a moment after a receive or a
     // write through its mount.

@@ -148,15 +148,16 @@ both_transports!(user_snapshots_survive_ten_cycles_with_keep_2, |via| {
             .trim()
             .to_owned()
     };
-    for ds in [&src, &dst] {
+    // Each side's hold names the node at the other end.
+    for (ds, tag) in [(&src, "tandem_@dst"), (&dst, "tandem_@src")] {
         let snap = format!("{ds}@{newest}");
         assert_eq!(userrefs(&snap), "1", "hold missing on {snap}");
         assert!(
             !zfs_try(&["destroy", &snap]).status.success(),
             "held snapshot {snap} was destroyable"
         );
-        zfs(&["release", "tandem_j", &snap]);
-        zfs(&["hold", "tandem_j", &snap]);
+        zfs(&["release", tag, &snap]);
+        zfs(&["hold", tag, &snap]);
     }
     // Older job snapshots carry no stale hold.
     let older = s
