@@ -206,7 +206,11 @@ pub async fn daemon(path: &Path) -> Result<ExitCode> {
     // (every step of a failover survives being stopped between any two).
     let mut auto = start_auto(&cur, &store);
 
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(JobName, bool)>();
+    // (job, ok, jitter): one jitter draw per cycle, shared by its jobs, so
+    // that jobs which ran together stay due together and keep sharing one
+    // batch of listings, holds and releases; each node's daemon draws its
+    // own, so nodes still do not snapshot at the same second.
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(JobName, bool, f64)>();
     let mut tasks = JoinSet::new();
     // Running transfers report their progress to the log every 30 s.
     let live: Live = Arc::default();
@@ -251,6 +255,7 @@ pub async fn daemon(path: &Path) -> Result<ExitCode> {
                     clock: &SystemClock,
                 };
                 let reports = run_cycle(&env, &mine, &opts).await;
+                let jitter = fastrand::f64();
                 for name in due_names {
                     let r = reports.iter().find(|r| r.job == name);
                     let ok = r.is_none_or(|r| r.result.is_ok());
@@ -260,7 +265,7 @@ pub async fn daemon(path: &Path) -> Result<ExitCode> {
                         Some(Err(e)) => tracing::error!(job = %name, "cycle failed: {e}"),
                         None => tracing::debug!(job = %name, "this node follows; the primary's daemon runs it"),
                     }
-                    let _ = tx.send((name, ok));
+                    let _ = tx.send((name, ok, jitter));
                 }
             });
         }
@@ -268,7 +273,7 @@ pub async fn daemon(path: &Path) -> Result<ExitCode> {
         let wake = tt.next_wakeup().map_or(next_turn, |w| w.min(next_turn));
         tokio::select! {
             _ = tokio::time::sleep_until(wake) => {}
-            Some((job, ok)) = done_rx.recv() => tt.finished(&job, ok, Instant::now(), fastrand::f64()),
+            Some((job, ok, r)) = done_rx.recv() => tt.finished(&job, ok, Instant::now(), r),
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             _ = hup.recv() => {
                 match Config::load(path).and_then(|cfg| Ok((cfg.backends()?, cfg))) {
