@@ -246,10 +246,11 @@ fn core_suite(g: &Guest, f: &mut Findings, kind: Kind) -> Result<()> {
     assert_eq!(s_own.len(), 2, "keep = 2 on the source: {s_list:?}");
     assert_eq!(t_own.len(), 2, "keep = 2 on the target: {t_list:?}");
     let newest = s_own.last().cloned().unwrap_or_default();
-    for (ds, own) in [(&v.src, &s_own), (&v.dst, &t_own)] {
+    // Each side's hold names the node at the other end.
+    for (ds, own, tag) in [(&v.src, &s_own, "tandem_@b"), (&v.dst, &t_own, "tandem_@a")] {
         for s in own.iter() {
             let h = holds(g, &format!("{ds}@{s}"))?;
-            let held = h.contains("tandem_vm-100");
+            let held = h.contains(tag);
             assert_eq!(held, *s == newest, "holds on {ds}@{s}: {h:?}");
         }
     }
@@ -555,7 +556,7 @@ fn resume_suite(g: &Guest, f: &mut Findings) -> Result<()> {
     );
     let h = holds(g, &format!("{}@{short}", v.src))?;
     f.check(
-        h.contains("tandem_vm-101"),
+        h.contains("tandem_@b"),
         format!("source @{short} held after the resume: {h:?}"),
     );
 
@@ -573,8 +574,8 @@ fn resume_suite(g: &Guest, f: &mut Findings) -> Result<()> {
         "{stale}"
     );
     let h = holds(g, &stale)?;
-    if h.contains("tandem_vm-101") {
-        g.run(&format!("zfs release tandem_vm-101 {stale}"))?;
+    if h.contains("tandem_@b") {
+        g.run(&format!("zfs release tandem_@b {stale}"))?;
     }
     g.run(&format!("zfs destroy {stale}"))?;
     write_file(g, CONFIG, &cfg("0"))?;
@@ -711,7 +712,7 @@ fn bookmark_suite(g: &Guest, _f: &mut Findings) -> Result<()> {
     );
     // Someone prunes the common snapshot on the source.
     g.run(&format!(
-        "zfs release tandem_{job_name} {src}@{base} && zfs destroy {src}@{base}",
+        "zfs release tandem_@b {src}@{base} && zfs destroy {src}@{base}",
         src = v.src
     ))?;
     v.write(g, &v.src, 1)?;

@@ -124,7 +124,7 @@ fn scenario(lab: &Lab, share: &Share) -> Result<()> {
         "zfs list -H -t snapshot -o name {DST} | xargs zfs holds -H"
     ))?;
     assert!(
-        holds_b.contains("tandem_vm-100"),
+        holds_b.contains("tandem_@a"),
         "B holds the common snapshot: {holds_b}"
     );
 
