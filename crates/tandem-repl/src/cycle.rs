@@ -355,33 +355,31 @@ async fn finish_batch<Z: Zfs>(env: &CycleEnv<'_, Z>, batch: Vec<Pending<'_>>) ->
     for mut p in batch {
         let r = match p.sent.finish.take() {
             None => Ok(std::mem::take(&mut p.sent.tidy)),
-            Some((snap, first)) => verify_one(env, &mut p, &listings, &snap, first).await,
+            Some(snap) => verify_one(env, &mut p, &listings, &snap).await,
         };
         checked.push((p, r));
     }
-    let mut outs: Vec<Outcome> = checked
-        .iter_mut()
-        .map(|(p, _)| std::mem::take(&mut p.sent.out))
-        .collect();
     let mut items: Vec<TidyItem<'_>> = checked
-        .iter()
-        .zip(outs.iter_mut())
-        .filter_map(|((p, r), out)| {
-            r.as_ref().ok().map(|t| TidyItem {
+        .iter_mut()
+        .filter_map(|(p, r)| {
+            let tidy = std::mem::take(r.as_mut().ok()?);
+            let out = std::mem::take(&mut p.sent.out);
+            Some(TidyItem {
                 spec: &p.spec,
-                tidy: t.clone(),
+                tidy,
                 out,
             })
         })
         .collect();
     tidy_all(|n| env.nodes.get(n), &mut items).await;
-    drop(items);
+    let outs: Vec<Outcome> = items.into_iter().map(|i| i.out).collect();
+    let mut outs = outs.into_iter();
     let spent = t0.elapsed();
     checked
         .into_iter()
-        .zip(outs)
-        .map(|((p, r), out)| {
-            let result = r.map(|_| out);
+        .map(|(p, r)| {
+            // The checked ones' outcomes come back from the batch in order.
+            let result = r.map(|_| outs.next().unwrap_or_default());
             let duration = p.took + spent;
             record(env, p.job, Some(&p.spec), p.started, duration, &result);
             JobReport {
@@ -402,7 +400,6 @@ async fn verify_one<Z: Zfs>(
     p: &mut Pending<'_>,
     listings: &BTreeMap<&str, Option<Listing>>,
     snap: &tandem_zfs::SnapshotName,
-    first: bool,
 ) -> Result<Tidy, CycleError> {
     let unknown = |node: &str| CycleError::UnknownNode {
         job: p.job.name.to_string(),
@@ -436,7 +433,7 @@ async fn verify_one<Z: Zfs>(
             (&own.0, &own.1)
         }
     };
-    Ok(ex.verify(sl, tl, snap, first, &mut p.sent.out).await?)
+    Ok(ex.verify(sl, tl, snap, &mut p.sent.out).await?)
 }
 
 /// The jobs a daemon on the machine of the `local` nodes runs: those

@@ -418,7 +418,7 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
                     }
                     return Ok(Sent {
                         out,
-                        finish: Some((common.name.clone(), first)),
+                        finish: Some(common.name.clone()),
                         tidy: Tidy::default(),
                     });
                 }
@@ -491,7 +491,7 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
                     }
                     return Ok(Sent {
                         out,
-                        finish: Some((to.snapshot().clone(), first)),
+                        finish: Some(to.snapshot().clone()),
                         tidy: Tidy::default(),
                     });
                 }
@@ -646,7 +646,6 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
 
     /// After a transfer, from listings of both sides made after it:
     /// checks that the sent snapshot arrived (its GUID on the target),
-    /// marks a first replica read-only (and with the primary's generation),
     /// bookmarks the new common snapshot on the source, and says which
     /// holds to take and release and which snapshots retention prunes.
     pub async fn verify(
@@ -654,7 +653,6 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
         sl: &Listing,
         tl: &Listing,
         sent: &SnapshotName,
-        first: bool,
         out: &mut Outcome,
     ) -> Result<Tidy, ReplError> {
         let j = self.job;
@@ -677,11 +675,6 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
                 snapshot: sent.clone(),
             });
         };
-        if first {
-            // Set right after the transfer already; again where that
-            // listing did not show it (a receive that made the dataset).
-            self.secure_replica(tgt).await?;
-        }
         let mut tidy = Tidy::default();
         tidy.hold_unheld(s, t);
         let stale = |d: &tandem_zfs::Dataset| -> Vec<SnapshotName> {
@@ -749,17 +742,18 @@ impl<Z: Zfs> Executor<'_, Z, Z> {
             finish,
             mut tidy,
         } = self.transfer(listings, now).await?;
-        if let Some((sent, first)) = finish {
+        if let Some(sent) = finish {
             let (sl, tl) = self.list_both(false).await?;
-            tidy = self.verify(&sl, &tl, &sent, first, &mut out).await?;
+            tidy = self.verify(&sl, &tl, &sent, &mut out).await?;
         }
         let mut items = [TidyItem {
             spec: self.job,
             tidy,
-            out: &mut out,
+            out,
         }];
         tidy_all(|n| self.on(n), &mut items).await;
-        Ok(out)
+        let [item] = items;
+        Ok(item.out)
     }
 
     /// This job's ZFS on `node`.
@@ -791,7 +785,7 @@ pub struct TidyItem<'a> {
     /// What is left to do.
     pub tidy: Tidy,
     /// Its outcome.
-    pub out: &'a mut Outcome,
+    pub out: Outcome,
 }
 
 /// Snapshots of one `zfs hold`/`zfs release`: by node and tag, which job
@@ -865,7 +859,7 @@ pub async fn tidy_all<'z, Z: Zfs + 'z>(
     }))
     .await;
     for (i, n, victim, r) in done.into_iter().flatten() {
-        pruned(&specs[i].name, n, &victim, r, items[i].out);
+        pruned(&specs[i].name, n, &victim, r, &mut items[i].out);
     }
 }
 
@@ -982,10 +976,10 @@ impl Tidy {
 pub struct Sent {
     /// What it did.
     pub out: Outcome,
-    /// The snapshot sent, and whether this was the job's first success:
-    /// left to check with [`Executor::verify`] against a listing made
-    /// after the transfer. `None`: nothing was sent.
-    pub finish: Option<(SnapshotName, bool)>,
+    /// The snapshot sent, left to check with [`Executor::verify`] against
+    /// a listing made after the transfer (a first replica was made
+    /// read-only and marked right after it). `None`: nothing was sent.
+    pub finish: Option<SnapshotName>,
     /// Holds an up-to-date job still lacks.
     pub tidy: Tidy,
 }

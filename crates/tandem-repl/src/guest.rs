@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use tandem_zfs::{DatasetName, Listing, SnapshotName, Zfs};
 
-use crate::executor::{tidy_all, Executor, JobSpec, Outcome, ReplError, Sent, Tidy, TidyItem};
+use crate::executor::{tidy_all, Executor, JobSpec, Outcome, ReplError, Sent, TidyItem};
 use crate::job::Endpoint;
 use crate::job::{Job, Member, Members};
 use crate::pipe::Progress;
@@ -368,7 +368,8 @@ pub(crate) async fn run<Z: Zfs>(
     } else {
         None
     };
-    let mut done = Vec::new();
+    let mut items: Vec<TidyItem<'_>> = Vec::new();
+    let mut held = Vec::new();
     for (s, m, ex, x) in sent {
         let Sent {
             mut out,
@@ -376,30 +377,18 @@ pub(crate) async fn run<Z: Zfs>(
             tidy,
         } = x;
         let tidy = match (finish, &verify) {
-            (Some((snap, first)), Some((a, b))) => {
-                match ex.verify(a, b, &snap, first, &mut out).await {
-                    Ok(t) => t,
-                    Err(e) => {
-                        failures.push((m.label().to_owned(), e));
-                        continue;
-                    }
+            (Some(snap), Some((a, b))) => match ex.verify(a, b, &snap, &mut out).await {
+                Ok(t) => t,
+                Err(e) => {
+                    failures.push((m.label().to_owned(), e));
+                    continue;
                 }
-            }
+            },
             _ => tidy,
         };
-        done.push((s, m, tidy, out));
+        items.push(TidyItem { spec: s, tidy, out });
+        held.push(m);
     }
-    let (mut outs, rest): (Vec<Outcome>, Vec<(&JobSpec, &Member, Tidy)>) =
-        done.into_iter().map(|(s, m, t, o)| (o, (s, m, t))).unzip();
-    let mut items: Vec<TidyItem<'_>> = rest
-        .iter()
-        .zip(outs.iter_mut())
-        .map(|((s, _, t), out)| TidyItem {
-            spec: s,
-            tidy: t.clone(),
-            out,
-        })
-        .collect();
     let on = |n: &str| {
         if n == spec.source.node {
             Some(src)
@@ -410,8 +399,7 @@ pub(crate) async fn run<Z: Zfs>(
         }
     };
     tidy_all(on, &mut items).await;
-    drop(items);
-    for ((_, m, _), o) in rest.into_iter().zip(outs) {
+    for (m, TidyItem { out: o, .. }) in held.into_iter().zip(items) {
         for p in o.plans {
             if !plans.contains(&p) {
                 plans.push(p);
