@@ -664,18 +664,53 @@ impl Config {
                 }
             };
             let source = endpoint("source", &j.source);
+            // One target, or a list of them (fan-out).
+            let mut fanout: Vec<Endpoint> = Vec::new();
             let target = match &j.target {
-                Some(toml::Value::Array(_)) => {
-                    errors.push(format!(
-                        "[{key}] target is a list: fan-out to several targets is not supported \
-                         yet; write one job per target (they may share the source)"
-                    ));
-                    None
+                Some(toml::Value::Array(list)) => {
+                    let mut bad = Vec::new();
+                    for (i, v) in list.iter().enumerate() {
+                        match v {
+                            toml::Value::String(t) => match parse_endpoint(t, &raw.nodes) {
+                                Ok(ep) => fanout.push(ep),
+                                Err(e) => bad.push(format!("[{key}] target[{i}]: {e}")),
+                            },
+                            other => bad.push(format!(
+                                "[{key}] target[{i}] must be a string NODE:DATASET, not a {}",
+                                other.type_str()
+                            )),
+                        }
+                    }
+                    if list.is_empty() {
+                        bad.push(format!(
+                            "[{key}] target is an empty list: name one NODE:DATASET or several"
+                        ));
+                    }
+                    let mut nodes_seen = BTreeSet::new();
+                    for ep in &fanout {
+                        if !nodes_seen.insert(ep.node.clone()) {
+                            bad.push(format!(
+                                "[{key}] target lists node {} twice: a fan-out job sends to \
+                                 each node once (its state and holds are kept per node)",
+                                ep.node
+                            ));
+                        }
+                    }
+                    if bad.is_empty() {
+                        let first = fanout.first().cloned();
+                        if fanout.len() == 1 {
+                            fanout.clear();
+                        }
+                        first
+                    } else {
+                        errors.extend(bad);
+                        None
+                    }
                 }
                 Some(toml::Value::String(t)) => endpoint("target", &Some(t.clone())),
                 Some(other) => {
                     errors.push(format!(
-                        "[{key}] target must be a string NODE:DATASET, not a {}",
+                        "[{key}] target must be a string NODE:DATASET or a list of them, not a {}",
                         other.type_str()
                     ));
                     None
@@ -751,25 +786,38 @@ impl Config {
             else {
                 continue;
             };
-            if source.node == target.node
-                && (source.dataset.is_within(&target.dataset)
-                    || target.dataset.is_within(&source.dataset))
-            {
-                errors.push(format!(
-                    "[{key}] source {source} and target {target} overlap"
-                ));
+            let all_targets = if fanout.is_empty() {
+                vec![target.clone()]
+            } else {
+                fanout.clone()
+            };
+            if let Some(t) = all_targets.iter().find(|t| {
+                source.node == t.node
+                    && (source.dataset.is_within(&t.dataset)
+                        || t.dataset.is_within(&source.dataset))
+            }) {
+                errors.push(format!("[{key}] source {source} and target {t} overlap"));
                 continue;
+            }
+            if !fanout.is_empty() && j.failover == FailoverMode::Auto {
+                errors.push(format!(
+                    "[{key}] failover = \"auto\" with several targets is not supported yet: \
+                     which replica takes over must be decided first (a fan-out job fails over \
+                     by hand, see `tandem failover`)"
+                ));
             }
             // Guest jobs may share a target's parent: their members are
             // checked one by one below.
             let shared_parent = matches!(members, Members::Datasets(_));
-            if let Some(other) = (!shared_parent)
-                .then(|| targets.insert(target.to_string(), name.clone()))
-                .flatten()
-            {
-                errors.push(format!(
-                    "[{key}] target {target} is also the target of job {other}"
-                ));
+            for t in &all_targets {
+                if let Some(other) = (!shared_parent)
+                    .then(|| targets.insert(t.to_string(), name.clone()))
+                    .flatten()
+                {
+                    errors.push(format!(
+                        "[{key}] target {t} is also the target of job {other}"
+                    ));
+                }
             }
             let flags = SendFlags {
                 raw: j.raw,
@@ -801,6 +849,7 @@ impl Config {
                     failover_delay,
                     guest,
                     members,
+                    fanout,
                 },
             );
         }
@@ -810,9 +859,12 @@ impl Config {
         // under its own names); a dataset of a guest job (`datasets`,
         // `recursive`) belongs to that job alone, since it is promoted and
         // turned around with its siblings.
-        let all: Vec<&Job> = jobs.values().collect();
+        let legs: Vec<Job> = jobs.values().flat_map(Job::legs).collect();
+        let all: Vec<&Job> = legs.iter().collect();
         for (i, a) in all.iter().enumerate() {
-            for b in &all[i + 1..] {
+            // A fan-out job's legs share its source, and their targets are
+            // on different nodes.
+            for b in all[i + 1..].iter().filter(|b| b.name != a.name) {
                 for ca in claims(a) {
                     for cb in claims(b) {
                         if let Some(why) = overlap(a, &ca, b, &cb) {
@@ -1204,9 +1256,86 @@ rate_limit = "50M"
             e.contains("[jobs.a] target y:tank/r/d0 and [jobs.b] target y:tank/r/d0 overlap"),
             "{e}"
         );
-        // Fan-out is refused with a clear word.
-        let e = bad("[jobs.f]\nsource = \"x:rpool/a\"\ntarget = [\"y:tank/a\"]\n".into());
-        assert!(e.contains("[jobs.f] target is a list: fan-out"), "{e}");
+    }
+
+    #[test]
+    fn fan_out_lists_targets_on_distinct_nodes() {
+        let head = "[nodes.x]\naddress = \"local\"\n[nodes.y]\naddress = \"10.0.0.2\"\n\
+                    [nodes.z]\naddress = \"10.0.0.3\"\n";
+        let parse = |t: &str| Config::parse(&format!("{head}{t}"), Path::new("/etc/t.toml"));
+        let bad = |t: &str| parse(t).expect_err("invalid").to_string();
+        let c = parse(
+            "[jobs.f]\nsource = \"x:rpool/a\"\ntarget = [\"y:tank/a\", \"z:tank/b\"]\n\
+             datasets = [\"d0\", \"d1\"]\n",
+        )
+        .expect("valid");
+        let j = c.jobs.values().next().expect("job");
+        assert!(j.is_fanout());
+        assert_eq!(j.target.to_string(), "y:tank/a");
+        let legs = j.legs();
+        let shown: Vec<String> = legs
+            .iter()
+            .map(|l| format!("{} {}", l.state_key(), l.target))
+            .collect();
+        assert_eq!(shown, ["f@y y:tank/a", "f@z z:tank/b"]);
+        assert!(legs.iter().all(|l| l.name.as_str() == "f"));
+        // A one-entry list is a plain job.
+        let c =
+            parse("[jobs.f]\nsource = \"x:rpool/a\"\ntarget = [\"y:tank/a\"]\n").expect("valid");
+        let j = c.jobs.values().next().expect("job");
+        assert!(!j.is_fanout());
+        assert_eq!(j.state_key().as_str(), "f");
+        for (targets, want) in [
+            ("[]", "[jobs.f] target is an empty list"),
+            (
+                "[\"y:tank/a\", \"y:tank/b\"]",
+                "[jobs.f] target lists node y twice",
+            ),
+            (
+                "[\"y:tank/a\", 3]",
+                "[jobs.f] target[1] must be a string NODE:DATASET",
+            ),
+            ("[\"y:tank/a\", \"w:tank/a\"]", "[jobs.f] target[1]: "),
+            (
+                "[\"y:tank/a\", \"x:rpool/a/r\"]",
+                "[jobs.f] source x:rpool/a and target x:rpool/a/r overlap",
+            ),
+            (
+                "3",
+                "[jobs.f] target must be a string NODE:DATASET or a list of them",
+            ),
+        ] {
+            let e = bad(&format!(
+                "[jobs.f]\nsource = \"x:rpool/a\"\ntarget = {targets}\n"
+            ));
+            assert!(e.contains(want), "{targets}: {e}");
+        }
+        // Each target is checked against other jobs, not only the first.
+        let e = bad(
+            "[jobs.f]\nsource = \"x:rpool/a\"\ntarget = [\"y:tank/a\", \"z:tank/b\"]\n\
+             [jobs.g]\nsource = \"x:rpool/g\"\ntarget = \"z:tank/b/g\"\n",
+        );
+        assert!(
+            e.contains("[jobs.f] target z:tank/b and [jobs.g] target z:tank/b/g overlap"),
+            "{e}"
+        );
+        let e = bad(
+            "[jobs.f]\nsource = \"x:rpool/a\"\ntarget = [\"y:tank/a\", \"z:tank/b\"]\n\
+             [jobs.g]\nsource = \"x:rpool/g\"\ntarget = \"z:tank/b\"\n",
+        );
+        assert!(
+            e.contains("target z:tank/b is also the target of job f"),
+            "{e}"
+        );
+        // Automatic failover needs one replica to take over: not yet.
+        let e = bad(
+            "[jobs.f]\nsource = \"x:rpool/a\"\ntarget = [\"y:tank/a\", \"z:tank/b\"]\n\
+             failover = \"auto\"\n",
+        );
+        assert!(
+            e.contains("[jobs.f] failover = \"auto\" with several targets is not supported yet"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -46,7 +46,7 @@ use tandem_repl::roles::{mark_of, resolve};
 use tandem_zfs::{Changed, Dataset, DatasetName, Guid, Zfs};
 
 use crate::env::{Env, HookCall};
-use crate::error::{refuse_guest_job, zerr, HaError};
+use crate::error::{refuse_fanout_job, refuse_guest_job, zerr, HaError};
 use crate::failover::PEEK_TIMEOUT;
 
 /// The scratch place's name under a pool's root.
@@ -177,6 +177,7 @@ impl Cleanup {
 /// call failed); whatever it had made by then is removed again. A failing
 /// hook or an incomplete clean-up is in the report ([`TestReport::ok`]).
 pub async fn test<Z: Zfs>(env: &Env<'_, Z>, job: &Job) -> Result<TestReport, HaError> {
+    refuse_fanout_job(job, "failover --test")?;
     refuse_guest_job(
         job,
         "failover --test",

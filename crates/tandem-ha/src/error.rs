@@ -304,6 +304,20 @@ pub enum HaError {
         /// What to do instead.
         advice: &'static str,
     },
+    /// The job sends to several targets (`target = [...]`), and changing
+    /// its primary is not supported yet: which replica takes over, and
+    /// how the others then follow it, is not decided. Nothing was changed.
+    #[error(
+        "job {job} sends to several targets (fan-out); `tandem {command}` does not handle \
+         fan-out jobs yet and changed nothing. To move its primary, replace it by one job per \
+         target, then fail over or reverse the job of the target that takes over"
+    )]
+    FanoutJob {
+        /// The job.
+        job: String,
+        /// The command.
+        command: &'static str,
+    },
     /// The simulator crashed the command at this step.
     #[error("crashed after step {step:?}")]
     Crashed {
@@ -324,6 +338,21 @@ pub fn refuse_guest_job(
             job: job.name.to_string(),
             command,
             advice,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a fan-out job (several targets) in a command that changes a
+/// job's primary.
+pub fn refuse_fanout_job(
+    job: &tandem_repl::job::Job,
+    command: &'static str,
+) -> Result<(), HaError> {
+    if job.is_fanout() {
+        return Err(HaError::FanoutJob {
+            job: job.name.to_string(),
+            command,
         });
     }
     Ok(())
@@ -361,6 +390,7 @@ impl HaError {
             HaError::NotFollower { .. } => "not_follower",
             HaError::NotOnThisNode { .. } => "not_on_this_node",
             HaError::GuestJob { .. } => "guest_job",
+            HaError::FanoutJob { .. } => "fanout_job",
             HaError::ScratchTaken { .. } => "scratch_taken",
             HaError::Crashed { .. } => "crashed",
         }

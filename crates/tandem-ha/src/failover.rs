@@ -259,8 +259,24 @@ pub async fn failover<Z: Zfs>(
             node: dead.to_owned(),
         });
     }
+    // A fan-out job between these nodes is refused (see
+    // HaError::FanoutJob); the others fail over.
+    let involved = |j: &&Job| {
+        j.legs().iter().any(|l| l.endpoint_on(dead).is_some())
+            && j.legs().iter().any(|l| l.endpoint_on(env.local).is_some())
+    };
+    if let Some(j) = jobs.iter().filter(involved).find(|j| j.is_fanout()) {
+        if !jobs.iter().filter(involved).any(|j| !j.is_fanout()) {
+            return Err(HaError::FanoutJob {
+                job: j.name.to_string(),
+                command: "failover",
+            });
+        }
+        tracing::warn!(job = %j.name, "fan-out job not failed over: not supported yet");
+    }
     let ours: Vec<(&Job, &Endpoint)> = jobs
         .iter()
+        .filter(|j| !j.is_fanout())
         .filter(|j| j.endpoint_on(dead).is_some())
         .filter_map(|j| j.endpoint_on(env.local).map(|ep| (j, ep)))
         .collect();

@@ -26,7 +26,7 @@ use tandem_zfs::{
 };
 
 use crate::env::Env;
-use crate::error::{refuse_guest_job, zerr, HaError};
+use crate::error::{refuse_fanout_job, refuse_guest_job, zerr, HaError};
 
 /// The store's record kind for reverse's progress.
 pub const PROGRESS: &str = "reverse";
@@ -113,6 +113,7 @@ async fn look<Z: Zfs>(
 
 /// What `reverse` would do, without changing anything.
 pub async fn plan<Z: Zfs>(env: &Env<'_, Z>, job: &Job) -> Result<ReversePlan, HaError> {
+    refuse_fanout_job(job, "reverse")?;
     refuse_guest_job(
         job,
         "reverse",
@@ -134,6 +135,7 @@ pub async fn plan<Z: Zfs>(env: &Env<'_, Z>, job: &Job) -> Result<ReversePlan, Ha
 
 /// Makes the old primary of `job` follow the new one.
 pub async fn reverse<Z: Zfs>(env: &Env<'_, Z>, job: &Job) -> Result<ReverseReport, HaError> {
+    refuse_fanout_job(job, "reverse")?;
     refuse_guest_job(
         job,
         "reverse",

@@ -20,7 +20,7 @@ use tandem_repl::state::Direction;
 use tandem_zfs::{Generation, Zfs, GENERATION_PROPERTY};
 
 use crate::env::{Env, HookCall};
-use crate::error::{refuse_guest_job, zerr, HaError};
+use crate::error::{refuse_fanout_job, refuse_guest_job, zerr, HaError};
 use crate::reverse::run_one_cycle;
 
 /// The store's record kind for a switchover's progress.
@@ -85,6 +85,7 @@ async fn hook<Z: Zfs>(
 /// The endpoints of a planned switchover, for the confirmation: (current
 /// primary, new primary).
 pub async fn plan<Z: Zfs>(env: &Env<'_, Z>, job: &Job) -> Result<(Endpoint, Endpoint), HaError> {
+    refuse_fanout_job(job, "switchover")?;
     refuse_guest_job(job, "switchover", "Stop the guest, let a cycle run, then fail over with `tandem failover NODE --confirmed-off` once the old primary is off")?;
     if let Some(pr) = env.read_progress::<Progress>(PROGRESS, &job.name)? {
         return Ok((pr.from, pr.to));
@@ -113,6 +114,7 @@ async fn roles<Z: Zfs>(
 
 /// Moves `job`'s primary to its follower.
 pub async fn switchover<Z: Zfs>(env: &Env<'_, Z>, job: &Job) -> Result<SwitchoverReport, HaError> {
+    refuse_fanout_job(job, "switchover")?;
     refuse_guest_job(job, "switchover", "Stop the guest, let a cycle run, then fail over with `tandem failover NODE --confirmed-off` once the old primary is off")?;
     let mut lock = Some(
         env.store

@@ -158,8 +158,9 @@ async fn take_locks<'a>(
             .await?,
     ];
     let mut keys: Vec<String> = job
-        .configured_members()
-        .into_iter()
+        .legs()
+        .iter()
+        .flat_map(Job::configured_members)
         .flat_map(|m| [m.source.to_string(), m.target.to_string()])
         .collect();
     keys.sort();
@@ -197,13 +198,14 @@ pub async fn run_cycle<Z: Zfs>(
             duration: Duration::ZERO,
             result: Err(e),
         };
-        if let Some(node) = [&job.source.node, &job.target.node]
-            .into_iter()
+        if let Some(node) = std::iter::once(&job.source.node)
+            .chain(job.legs().iter().map(|l| &l.target.node))
             .find(|n| !env.nodes.contains_key(*n))
+            .cloned()
         {
             reports.push(fail(CycleError::UnknownNode {
                 job: job.name.to_string(),
-                node: node.clone(),
+                node,
             }));
             continue;
         }
@@ -213,16 +215,22 @@ pub async fn run_cycle<Z: Zfs>(
         }
     }
 
+    // A fan-out job runs as one leg per target; its legs share one
+    // snapshot per cycle, taken by the first leg that needs one.
+    let legs: Vec<Job> = locked.iter().flat_map(|l| l.job.legs()).collect();
+    let slots: Slots = locked
+        .iter()
+        .filter(|l| l.job.is_fanout())
+        .map(|l| (l.job.name.clone(), tokio::sync::Mutex::new(None)))
+        .collect();
+
     // Commit pending writes on both ends first, so `written` is current
     // (the primary's for planning, the follower's to see a diverged
     // replica), then list each node once for the whole cycle.
     let mut roots: BTreeMap<&str, BTreeSet<DatasetName>> = BTreeMap::new();
-    for l in &locked {
-        for node in [&l.job.source.node, &l.job.target.node] {
-            roots
-                .entry(node)
-                .or_default()
-                .extend(l.job.datasets_on(node));
+    for l in &legs {
+        for node in [&l.source.node, &l.target.node] {
+            roots.entry(node).or_default().extend(l.datasets_on(node));
         }
     }
     futures::future::join_all(
@@ -245,9 +253,9 @@ pub async fn run_cycle<Z: Zfs>(
     // every FLUSH_EVERY, and once all transfers are done.
     type JobFuture<'f> =
         std::pin::Pin<Box<dyn std::future::Future<Output = Stage<'f>> + Send + 'f>>;
-    let futs: Vec<JobFuture<'_>> = locked
+    let futs: Vec<JobFuture<'_>> = legs
         .iter()
-        .map(|l| Box::pin(job_stage(env, l.job, &listings, opts)) as JobFuture<'_>)
+        .map(|l| Box::pin(job_stage(env, l, &listings, slots.get(&l.name), opts)) as JobFuture<'_>)
         .collect();
     let queue: std::sync::Mutex<Vec<Pending<'_>>> = std::sync::Mutex::new(Vec::new());
     let all_sent = std::sync::atomic::AtomicBool::new(false);
@@ -290,6 +298,14 @@ pub async fn run_cycle<Z: Zfs>(
     reports.sort_by(|a, b| a.job.cmp(&b.job));
     reports
 }
+
+/// The snapshot each fan-out job's legs share this cycle, once one of
+/// them took it.
+type Slots = BTreeMap<JobName, Slot>;
+
+/// One fan-out job's snapshot of this cycle (its short name), shared by
+/// its legs.
+pub(crate) type Slot = tokio::sync::Mutex<Option<String>>;
 
 /// How long a job whose transfer is done waits, at most, for the batch
 /// that checks it, holds its new common snapshot and prunes: long enough
@@ -383,7 +399,7 @@ async fn finish_batch<Z: Zfs>(env: &CycleEnv<'_, Z>, batch: Vec<Pending<'_>>) ->
             let duration = p.took + spent;
             record(env, p.job, Some(&p.spec), p.started, duration, &result);
             JobReport {
-                job: p.job.name.clone(),
+                job: p.job.state_key(),
                 spec: Some(p.spec),
                 started: p.started,
                 duration,
@@ -505,21 +521,23 @@ async fn job_stage<'j, Z: Zfs>(
     env: &CycleEnv<'_, Z>,
     job: &'j Job,
     listings: &BTreeMap<&str, Option<Listing>>,
+    slot: Option<&Slot>,
     opts: &CycleOptions,
 ) -> Stage<'j> {
     let started = env.clock.now();
     let t0 = tokio::time::Instant::now();
     let progress = Arc::new(Progress::default());
+    let key = job.state_key();
     if let Some(live) = &opts.live {
         if let Ok(mut m) = live.lock() {
-            m.insert(job.name.clone(), progress.clone());
+            m.insert(key.clone(), progress.clone());
         }
     }
     let mut spec = None;
-    let result = run_one(env, job, listings, progress, opts, &mut spec).await;
+    let result = run_one(env, job, listings, progress, slot, opts, &mut spec).await;
     if let Some(live) = &opts.live {
         if let Ok(mut m) = live.lock() {
-            m.remove(&job.name);
+            m.remove(&key);
         }
     }
     let duration = t0.elapsed();
@@ -550,7 +568,7 @@ async fn job_stage<'j, Z: Zfs>(
     };
     record(env, job, spec.as_ref(), started, duration, &result);
     Stage::Done(Box::new(JobReport {
-        job: job.name.clone(),
+        job: key,
         spec,
         started,
         duration,
@@ -621,12 +639,13 @@ async fn run_one<Z: Zfs>(
     job: &Job,
     shared: &BTreeMap<&str, Option<Listing>>,
     progress: Arc<Progress>,
+    slot: Option<&Slot>,
     opts: &CycleOptions,
     spec_out: &mut Option<JobSpec>,
 ) -> Result<Step, CycleError> {
     let (ls, lt) = listings_of(env, job, shared).await?;
     let roles = roles_of(job, &ls, &lt)?;
-    let (st, reset) = env.store.load_or_reset(&job.name)?;
+    let (st, reset) = env.store.load_or_reset(&job.state_key())?;
     let spec = job.spec(&roles, &st);
     *spec_out = Some(spec.clone());
     if let Some(here) = &opts.only_primary {
@@ -643,7 +662,14 @@ async fn run_one<Z: Zfs>(
     if !roles.follower_agrees() {
         return Err(ReplError::NotFollowing(Box::new(NotFollowing::of(job, &roles))).into());
     }
-    let (src_list, tgt_list) = if roles.forward(job) {
+    if job.is_fanout() && !roles.forward(job) {
+        return Err(ReplError::FanoutTurned {
+            job: job.name.to_string(),
+            primary: roles.primary.to_string(),
+        }
+        .into());
+    }
+    let (mut src_list, tgt_list) = if roles.forward(job) {
         (ls, lt)
     } else {
         (lt, ls)
@@ -669,16 +695,20 @@ async fn run_one<Z: Zfs>(
             (src, tgt),
             (src_list, tgt_list),
             progress,
+            slot,
             || env.clock.now(),
         )
         .await?;
         out.warnings.extend(reset);
-        if let Err(e) = env.store.update(&job.name, |st| st.members = commons) {
+        if let Err(e) = env
+            .store
+            .update(&job.state_key(), |st| st.members = commons)
+        {
             tracing::error!(job = %job.name, "cannot record its datasets' state: {e}");
         }
         return Ok(Step::Done(out));
     }
-    let ex = Executor {
+    let mut ex = Executor {
         job: &spec,
         src,
         tgt,
@@ -686,6 +716,10 @@ async fn run_one<Z: Zfs>(
         previous_common: st.common.as_ref().map(|c| c.guid),
         pinned: None,
     };
+    if let Some(slot) = slot {
+        ex.pinned =
+            shared_snapshot(&ex, slot, &mut src_list, &tgt_list, || env.clock.now()).await?;
+    }
     let mut sent = ex
         .transfer(Some((src_list, tgt_list)), || env.clock.now())
         .await?;
@@ -694,6 +728,52 @@ async fn run_one<Z: Zfs>(
         sent,
         previous_common: ex.previous_common,
     })
+}
+
+/// A fan-out leg's snapshot: the one a sibling took this cycle, or the
+/// one this leg takes now when its plan wants a new one (under the slot's
+/// lock, so the legs take one between them). Where one was taken, the
+/// source's listing is refreshed to hold it.
+async fn shared_snapshot<S: Zfs, T: Zfs>(
+    ex: &Executor<'_, S, T>,
+    slot: &Slot,
+    src_list: &mut Listing,
+    tgt_list: &Listing,
+    now: impl Fn() -> DateTime<Utc>,
+) -> Result<Option<String>, ReplError> {
+    let mut taken = slot.lock().await;
+    if taken.is_none() {
+        if let Some(snapshot) = ex.plan(src_list, tgt_list, now())?.creates() {
+            ex.src
+                .snapshot(std::slice::from_ref(snapshot))
+                .await
+                .map_err(|e| ReplError::Zfs {
+                    node: ex.job.source.node.clone(),
+                    source: e,
+                })?;
+            *taken = Some(snapshot.short().to_owned());
+        }
+    }
+    let Some(short) = taken.clone() else {
+        return Ok(None);
+    };
+    drop(taken);
+    if src_list
+        .get(&ex.job.source.dataset)
+        .and_then(|d| d.by_short(&short))
+        .is_none()
+    {
+        let fresh = ex
+            .src
+            .list(std::slice::from_ref(&ex.job.source.dataset))
+            .await
+            .map_err(|e| ReplError::Zfs {
+                node: ex.job.source.node.clone(),
+                source: e,
+            })?;
+        src_list.datasets.extend(fresh.datasets);
+    }
+    Ok(Some(short))
 }
 
 fn record<Z: Zfs>(
@@ -705,7 +785,7 @@ fn record<Z: Zfs>(
     result: &Result<Outcome, CycleError>,
 ) {
     let now = env.clock.now();
-    let r = env.store.update(&job.name, |st| {
+    let r = env.store.update(&job.state_key(), |st| {
         if let Some(spec) = spec {
             // What the marks said, for `status` when a node is unreachable.
             st.direction = if spec.source == job.source {
@@ -800,7 +880,7 @@ pub async fn dry_run<Z: Zfs>(
     if !roles.follower_agrees() {
         return Err(ReplError::NotFollowing(Box::new(NotFollowing::of(j, &roles))).into());
     }
-    let spec = j.spec(&roles, &store.load(&j.name).unwrap_or_default());
+    let spec = j.spec(&roles, &store.load(&j.state_key()).unwrap_or_default());
     let (sl, tl, src, tgt) = if roles.forward(j) {
         (la, lb, za, zb)
     } else {

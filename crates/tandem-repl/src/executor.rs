@@ -43,6 +43,11 @@ pub struct JobSpec {
     pub rate_limit: u64,
     /// Stream compression where the stream crosses the network.
     pub wire: tandem_zfs::WireCompress,
+    /// The source's snapshots are shared with other legs of a fan-out
+    /// job, each of which holds its own common snapshot there: retention
+    /// on the source spares every held snapshot (another target may
+    /// still need it; this leg's own released common goes a cycle later).
+    pub shared_source: bool,
     /// The target was just rebuilt by `reverse` as a clone of the common
     /// snapshot with this GUID; up to this many bytes of `written` at that
     /// snapshot are the clone's own metadata (ZFS resets a zvol clone's
@@ -125,6 +130,20 @@ pub enum ReplError {
         /// Why the first one failed.
         #[source]
         source: Box<ReplError>,
+    },
+    /// A fan-out job's marks name a target as its primary: it sends from
+    /// its configured source only (turning it around is not supported).
+    #[error(
+        "job {job}: its marks name {primary} as the primary, but a job with several targets \
+         replicates from its configured source only (turning a fan-out job around is not \
+         supported yet). tandem changed nothing; replace the job by one job per target, \
+         from the new primary"
+    )]
+    FanoutTurned {
+        /// Job.
+        job: String,
+        /// The end the marks name.
+        primary: String,
     },
     /// A guest job's member would have taken a snapshot of its own, apart
     /// from its siblings: refused (its siblings' snapshot is missing on it).
@@ -426,7 +445,7 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
                     let mut tidy = Tidy::default();
                     let tds = tl.get(&self.job.target.dataset);
                     if let Some(t) = tds.and_then(|t| t.by_guid(common.guid)) {
-                        tidy.hold_unheld(common, t);
+                        tidy.hold_unheld(common, t, self.job.shared_source);
                         out.common = Some(common_of(common, t));
                     }
                     return Ok(Sent {
@@ -676,7 +695,7 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
             });
         };
         let mut tidy = Tidy::default();
-        tidy.hold_unheld(s, t);
+        tidy.hold_unheld(s, t, j.shared_source);
         let stale = |d: &tandem_zfs::Dataset| -> Vec<SnapshotName> {
             d.snapshots
                 .iter()
@@ -692,9 +711,13 @@ impl<S: Zfs, T: Zfs> Executor<'_, S, T> {
         for (end, d) in [(End::Source, src), (End::Target, tgt)] {
             let Some(d) = d else { continue };
             tidy.release.extend(stale(d).into_iter().map(|n| (end, n)));
+            let spare_held = j.shared_source && end == End::Source;
             tidy.prune.extend(
                 crate::plan::retention(&j.name, d, j.keep, &protect)
                     .into_iter()
+                    .filter(|n| {
+                        !spare_held || d.by_short(n.short()).is_none_or(|x| x.userrefs == 0)
+                    })
                     .map(|n| (end, n)),
             );
         }
@@ -961,8 +984,11 @@ pub struct Tidy {
 
 impl Tidy {
     /// Holds the common snapshot on each end where it has no hold yet.
-    fn hold_unheld(&mut self, s: &Snapshot, t: &Snapshot) {
-        if s.userrefs == 0 {
+    /// A source shared by a fan-out job's legs is held whatever its count
+    /// says: a sibling's hold is not this leg's (a count cannot tell the
+    /// tags apart; holding again under a tag it has is a no-op).
+    fn hold_unheld(&mut self, s: &Snapshot, t: &Snapshot, shared_source: bool) {
+        if s.userrefs == 0 || shared_source {
             self.hold.push((End::Source, s.name.clone()));
         }
         if t.userrefs == 0 {

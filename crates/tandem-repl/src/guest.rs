@@ -20,7 +20,7 @@ use crate::executor::{tidy_all, Executor, JobSpec, Outcome, ReplError, Sent, Tid
 use crate::job::Endpoint;
 use crate::job::{Job, Member, Members};
 use crate::pipe::Progress;
-use crate::plan::{Conflict, Plan, SendTo};
+use crate::plan::{Conflict, Plan};
 use crate::roles::{self, Roles};
 use crate::state::{Common, JobState};
 
@@ -216,6 +216,7 @@ pub(crate) async fn run<Z: Zfs>(
     (src, tgt): (&Z, &Z),
     (mut pl, mut fl): (Listing, Listing),
     progress: Arc<Progress>,
+    slot: Option<&crate::cycle::Slot>,
     now: impl Fn() -> chrono::DateTime<chrono::Utc>,
 ) -> Result<(Outcome, BTreeMap<String, Common>), ReplError> {
     let mut out = Outcome::default();
@@ -282,52 +283,65 @@ pub(crate) async fn run<Z: Zfs>(
     // any snapshot.
     let mut create: Option<String> = None;
     for (s, m) in specs.iter().zip(&members) {
-        match executor(s, (src, tgt), &progress, st.members.get(&m.rel), None).plan(
+        let p = executor(s, (src, tgt), &progress, st.members.get(&m.rel), None).plan(
             &pl,
             &fl,
             now(),
-        )? {
-            Plan::Conflict(c) => return Err(ReplError::Conflict { conflict: c }),
-            Plan::Full {
-                to: SendTo::Create { snapshot },
+        )?;
+        if let Plan::Conflict(c) = p {
+            return Err(ReplError::Conflict { conflict: c });
+        }
+        if let Some(snapshot) = p.creates() {
+            let short = snapshot.short().to_owned();
+            if create.as_ref().is_none_or(|c| *c < short) {
+                create = Some(short);
             }
-            | Plan::Incremental {
-                to: SendTo::Create { snapshot },
-                ..
-            }
-            | Plan::IncrementalFromBookmark {
-                to: SendTo::Create { snapshot },
-                ..
-            } => {
-                let short = snapshot.short().to_owned();
-                if create.as_ref().is_none_or(|c| *c < short) {
-                    create = Some(short);
-                }
-            }
-            _ => {}
         }
     }
-    let pinned = match create {
-        Some(short) => {
+    // A leg of a fan-out job takes the snapshot its siblings took this
+    // cycle, or takes it for them.
+    let mut taken = match slot {
+        Some(s) => Some(s.lock().await),
+        None => None,
+    };
+    let shared = taken.as_ref().and_then(|g| (**g).clone());
+    let refresh = |short: String| async {
+        let names: Vec<DatasetName> = members.iter().map(|m| m.source.dataset.clone()).collect();
+        let fresh = src.list(&names).await.map_err(|e| ReplError::Zfs {
+            node: spec.source.node.clone(),
+            source: e,
+        })?;
+        Ok::<_, ReplError>((short, fresh))
+    };
+    let pinned = match (shared, create) {
+        (Some(short), _) => {
+            drop(taken);
+            let (short, fresh) = refresh(short).await?;
+            pl.datasets.extend(fresh.datasets);
+            Some(short)
+        }
+        (None, Some(short)) => {
             snapshot_all(job, spec, src, &members, &short).await?;
-            let names: Vec<DatasetName> =
-                members.iter().map(|m| m.source.dataset.clone()).collect();
-            let fresh = src.list(&names).await.map_err(|e| ReplError::Zfs {
-                node: spec.source.node.clone(),
-                source: e,
-            })?;
+            if let Some(g) = taken.as_mut() {
+                **g = Some(short.clone());
+            }
+            drop(taken);
+            let (short, fresh) = refresh(short).await?;
             pl.datasets.extend(fresh.datasets);
             Some(short)
         }
         // Nothing new to take: the members send what they have, the
         // newest own snapshot at most.
-        None => members
-            .iter()
-            .filter_map(|m| pl.get(&m.source.dataset))
-            .flat_map(|d| d.snapshots.iter())
-            .filter(|s| job.name.owns(s))
-            .map(|s| s.name.short().to_owned())
-            .max(),
+        (None, None) => {
+            drop(taken);
+            members
+                .iter()
+                .filter_map(|m| pl.get(&m.source.dataset))
+                .flat_map(|d| d.snapshots.iter())
+                .filter(|s| job.name.owns(s))
+                .map(|s| s.name.short().to_owned())
+                .max()
+        }
     };
     let mut commons = BTreeMap::new();
     let mut failures: Vec<(String, ReplError)> = Vec::new();

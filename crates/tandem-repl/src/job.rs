@@ -204,9 +204,46 @@ pub struct Job {
     pub guest: Option<Guest>,
     /// Its datasets.
     pub members: Members,
+    /// Every target of a fan-out job (`target = [...]` with two or more
+    /// entries), in the config's order; empty for a job with one target.
+    /// `target` is one of them: the first for the job as configured, its
+    /// own for each of [`Job::legs`].
+    pub fanout: Vec<Endpoint>,
 }
 
 impl Job {
+    /// Does the job send to several targets (`target = [...]`)?
+    pub fn is_fanout(&self) -> bool {
+        !self.fanout.is_empty()
+    }
+
+    /// The job once per target: itself for a job with one target; for a
+    /// fan-out job one leg per target, each the job with that target.
+    /// Legs share the job's name (so its snapshots: one per cycle, sent
+    /// to each target) and keep their own state, base and holds.
+    pub fn legs(&self) -> Vec<Job> {
+        if self.fanout.is_empty() {
+            return vec![self.clone()];
+        }
+        self.fanout
+            .iter()
+            .map(|t| Job {
+                target: t.clone(),
+                ..self.clone()
+            })
+            .collect()
+    }
+
+    /// The name its state, locks and reports are kept under: the job's
+    /// name, or for a leg of a fan-out job `JOB@NODE` (its target's node).
+    pub fn state_key(&self) -> JobName {
+        if self.fanout.is_empty() {
+            self.name.clone()
+        } else {
+            self.name.leg(&self.target.node)
+        }
+    }
+
     /// Does the job carry more than one dataset (a `datasets` list or a
     /// recursive tree)? Such a job is snapshotted atomically and promoted
     /// all or nothing.
@@ -307,6 +344,7 @@ impl Job {
             flags: self.flags,
             rate_limit: self.rate_limit,
             wire: self.wire,
+            shared_source: self.is_fanout(),
             rebuilt_target: st
                 .rebuilt
                 .as_ref()

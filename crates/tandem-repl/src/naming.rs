@@ -55,6 +55,14 @@ impl JobName {
         Ok(Self(s.to_owned()))
     }
 
+    /// The key a fan-out job's leg to `node` keeps its state, locks and
+    /// reports under: `JOB@NODE`. Never a snapshot name or a hold tag
+    /// (which `@` could not be part of): the leg's snapshots carry the
+    /// job's own name, shared by all its legs.
+    pub fn leg(&self, node: &str) -> JobName {
+        JobName(format!("{}@{node}", self.0))
+    }
+
     /// The name.
     pub fn as_str(&self) -> &str {
         &self.0

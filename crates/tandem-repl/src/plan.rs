@@ -201,6 +201,24 @@ impl Plan {
             Plan::Conflict(_) => "conflict",
         }
     }
+
+    /// The snapshot the plan takes before sending, if it takes one.
+    pub fn creates(&self) -> Option<&SnapshotName> {
+        match self {
+            Plan::Full {
+                to: SendTo::Create { snapshot },
+            }
+            | Plan::Incremental {
+                to: SendTo::Create { snapshot },
+                ..
+            }
+            | Plan::IncrementalFromBookmark {
+                to: SendTo::Create { snapshot },
+                ..
+            } => Some(snapshot),
+            _ => None,
+        }
+    }
 }
 
 /// The newest snapshot present on both sides with the same GUID:

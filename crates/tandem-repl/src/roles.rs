@@ -181,6 +181,7 @@ mod tests {
             failover_delay: crate::job::DEFAULT_FAILOVER_DELAY,
             guest: None,
             members: Default::default(),
+            fanout: Vec::new(),
         }
     }
 

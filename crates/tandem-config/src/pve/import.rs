@@ -818,6 +818,11 @@ impl Import {
                     "# PVE's HA manager manages this guest (ha/resources.cfg): keep failover manual,\n\
                      # or remove it from PVE HA before setting failover = \"auto\".\n",
                 );
+            } else if j.targets.len() > 1 {
+                o.push_str(
+                    "# several targets: failover is by hand (automatic failover of a fan-out job\n\
+                     # is not supported yet; keep one target for failover = \"auto\")\n",
+                );
             } else {
                 o.push_str(
                     "# failover = \"auto\"   # needs [quorum] and fence levels: README, \"Automatic failover\"\n",

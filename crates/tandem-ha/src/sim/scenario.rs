@@ -165,6 +165,7 @@ pub fn job(name: &str, source: Endpoint, target: Endpoint) -> Option<Job> {
         failover_delay: tandem_repl::job::DEFAULT_FAILOVER_DELAY,
         guest: None,
         members: Default::default(),
+        fanout: Vec::new(),
     })
 }
 

@@ -176,7 +176,7 @@ struct PlanRow {
 impl PlanRow {
     fn error(job: &Job, e: impl std::fmt::Display) -> Self {
         PlanRow {
-            job: job.name.to_string(),
+            job: job.state_key().to_string(),
             source: None,
             target: None,
             plan: None,
@@ -197,7 +197,7 @@ async fn plan_job<Z: Zfs>(
 ) -> PlanRow {
     match dry_run(nodes, store, &SystemClock, j).await {
         Ok(d) => PlanRow {
-            job: j.name.to_string(),
+            job: j.state_key().to_string(),
             source: Some(d.spec.source.to_string()),
             target: Some(d.spec.target.to_string()),
             estimated_bytes: d.estimated_bytes,
@@ -218,7 +218,9 @@ pub async fn plan(path: &Path, names: &[String], json: bool) -> Result<ExitCode>
     let nodes = cfg.backends()?;
     let mut rows = Vec::new();
     for j in jobs {
-        rows.push(plan_job(&nodes, &store, j).await);
+        for leg in j.legs() {
+            rows.push(plan_job(&nodes, &store, &leg).await);
+        }
     }
     let bad = rows
         .iter()

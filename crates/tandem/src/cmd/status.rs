@@ -12,7 +12,7 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tandem_fence::watchdog::daemon::StatusFile;
-use tandem_repl::job::Endpoint;
+use tandem_repl::job::{Endpoint, Job};
 use tandem_repl::roles::known_primary;
 use tandem_repl::state::JobState;
 use tandem_zfs::{Dataset, Listing, Zfs};
@@ -80,6 +80,7 @@ pub async fn status(path: &Path, json: bool) -> Result<ExitCode> {
         let roots: Vec<_> = cfg
             .jobs
             .values()
+            .flat_map(Job::legs)
             .flat_map(|j| j.anchor_on(&n))
             .map(|ep| ep.dataset)
             .collect();
@@ -98,8 +99,10 @@ pub async fn status(path: &Path, json: bool) -> Result<ExitCode> {
         .ok()
         .flatten();
     let mut rows = Vec::new();
-    for j in cfg.jobs.values() {
-        let (st, corrupt) = match store.load(&j.name) {
+    // A fan-out job has a row per target.
+    let legs: Vec<Job> = cfg.jobs.values().flat_map(Job::legs).collect();
+    for j in &legs {
+        let (st, corrupt) = match store.load(&j.state_key()) {
             Ok(st) => (st, None),
             Err(e) => (JobState::default(), Some(e.to_string())),
         };
@@ -134,7 +137,7 @@ pub async fn status(path: &Path, json: bool) -> Result<ExitCode> {
             "ok"
         };
         rows.push(Row {
-            job: j.name.to_string(),
+            job: j.state_key().to_string(),
             source: source.to_string(),
             target: target.to_string(),
             direction: if *source == j.source {
