@@ -696,6 +696,7 @@ async fn run_one<Z: Zfs>(
             (src_list, tgt_list),
             progress,
             slot,
+            opts.parallel,
             || env.clock.now(),
         )
         .await?;

@@ -14,6 +14,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use futures::stream::{self, StreamExt};
+
 use tandem_zfs::{DatasetName, Listing, SnapshotName, Zfs};
 
 use crate::executor::{tidy_all, Executor, JobSpec, Outcome, ReplError, Sent, TidyItem};
@@ -217,7 +219,8 @@ pub(crate) async fn run<Z: Zfs>(
     (mut pl, mut fl): (Listing, Listing),
     progress: Arc<Progress>,
     slot: Option<&crate::cycle::Slot>,
-    now: impl Fn() -> chrono::DateTime<chrono::Utc>,
+    parallel: usize,
+    now: impl Fn() -> chrono::DateTime<chrono::Utc> + Sync,
 ) -> Result<(Outcome, BTreeMap<String, Common>), ReplError> {
     let mut out = Outcome::default();
     let (members, gone) = members_now(job, roles, src, &mut pl, &fl).await?;
@@ -347,21 +350,59 @@ pub(crate) async fn run<Z: Zfs>(
     let mut failures: Vec<(String, ReplError)> = Vec::new();
     let mut plans: Vec<String> = Vec::new();
     // Every member's transfer first, then one listing of each side for
-    // all of them, then their holds and pruning in one batch.
+    // all of them, then their holds and pruning in one batch. Members are
+    // sent `parallel` at a time, a level of the tree after the one above
+    // it (a child's first receive needs its parent on the target).
     let mut sent = Vec::new();
-    for (s, m) in specs.iter().zip(&members) {
-        let ex = executor(
-            s,
-            (src, tgt),
-            &progress,
-            st.members.get(&m.rel),
-            pinned.clone(),
-        );
-        match ex.transfer(Some((pl.clone(), fl.clone())), &now).await {
-            Ok(x) => sent.push((s, m, ex, x)),
-            Err(e) => {
-                tracing::warn!(job = %job.name, member = m.label(), "member failed: {e}");
-                failures.push((m.label().to_owned(), e));
+    let depth = |m: &Member| {
+        if m.rel.is_empty() {
+            0
+        } else {
+            m.rel.matches('/').count() + 1
+        }
+    };
+    let deepest = members.iter().map(depth).max().unwrap_or(0);
+    for level in 0..=deepest {
+        let wave: Vec<usize> = (0..members.len())
+            .filter(|&i| depth(&members[i]) == level)
+            .collect();
+        type Transfer<'t, Z> = std::pin::Pin<
+            Box<
+                dyn std::future::Future<
+                        Output = (usize, Executor<'t, Z, Z>, Result<Sent, ReplError>),
+                    > + Send
+                    + 't,
+            >,
+        >;
+        let mut futs: Vec<Transfer<'_, Z>> = Vec::new();
+        for i in wave {
+            let ex = executor(
+                &specs[i],
+                (src, tgt),
+                &progress,
+                st.members.get(&members[i].rel),
+                pinned.clone(),
+            );
+            let listings = (pl.clone(), fl.clone());
+            let now = &now;
+            futs.push(Box::pin(async move {
+                let r = ex.transfer(Some(listings), now).await;
+                (i, ex, r)
+            }));
+        }
+        let mut done: Vec<_> = stream::iter(futs)
+            .buffer_unordered(parallel.max(1))
+            .collect()
+            .await;
+        done.sort_by_key(|d| d.0);
+        for (i, ex, r) in done {
+            let (s, m) = (&specs[i], &members[i]);
+            match r {
+                Ok(x) => sent.push((s, m, ex, x)),
+                Err(e) => {
+                    tracing::warn!(job = %job.name, member = m.label(), "member failed: {e}");
+                    failures.push((m.label().to_owned(), e));
+                }
             }
         }
     }
