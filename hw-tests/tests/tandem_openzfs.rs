@@ -759,3 +759,177 @@ fn bookmark_suite(g: &Guest, _f: &mut Findings) -> Result<()> {
 fn tandem_bookmark_survives_a_pruned_base() {
     with_rig("tandem_bookmark_survives_a_pruned_base", bookmark_suite);
 }
+
+/// The disks of the guest job of [`guest_suite`].
+const GUEST_DISKS: [&str; 3] = ["vm-300-disk-0", "vm-300-disk-1", "vm-300-efi"];
+
+/// A guest job over three zvols and a single-dataset job beside it, both nodes counting their
+/// `zfs` processes through a `zfs_path` wrapper.
+fn guest_config(rate: &str) -> String {
+    let node = "address = \"local\"\nzfs_path = \"/usr/local/bin/zfs-count\"";
+    let disks: Vec<String> = GUEST_DISKS.iter().map(|d| format!("\"{d}\"")).collect();
+    format!(
+        "state_dir = \"{STATE_DIR}\"\nlocal_node = \"a\"\n\n[nodes.a]\n{node}\n\n[nodes.b]\n{node}\n\n\
+         [jobs.vm-300]\nsource = \"a:rpool/data\"\ntarget = \"b:tank/replica\"\nkeep = 2\n\
+         datasets = [{}]\nrate_limit = \"{rate}\"\n\n{}",
+        disks.join(", "),
+        job("solo", "rpool/data/solo", "tank/replica/solo", "")
+    )
+}
+
+/// Every disk's newest snapshot: one name on all three, taken in one transaction group (one
+/// `createtxg`: OpenZFS snapshots a list of datasets atomically), the same GUID on the replica,
+/// the same bytes. Returns the name.
+fn assert_guest_replica(g: &Guest, what: &str) -> Result<String> {
+    let mut seen: Option<(String, String)> = None;
+    for d in GUEST_DISKS {
+        let (src, dst) = (format!("rpool/data/{d}"), format!("tank/replica/{d}"));
+        let (newest, guid) = assert_newest_equal(g, &src, g, &dst)?;
+        let txg = prop(g, "createtxg", &format!("{src}@{newest}"))?;
+        match &seen {
+            None => seen = Some((newest.clone(), txg.clone())),
+            Some((n, t)) => {
+                assert_eq!(&newest, n, "{what}: {src} has another newest snapshot");
+                assert_eq!(&txg, t, "{what}: {src}@{newest} in another txg");
+            }
+        }
+        wait_dev(g, &Vol::dev(&dst))?;
+        assert_eq!(
+            sha256_dev(g, &Vol::dev(&src))?,
+            sha256_dev(g, &Vol::dev(&dst))?,
+            "{what}: {dst} differs from {src}"
+        );
+        println!("[check] {what}: {d}@{newest} guid {guid}, createtxg {txg}, content equal");
+    }
+    Ok(seen.map(|s| s.0).unwrap_or_default())
+}
+
+/// A three-disk guest job on zvols: one atomic snapshot per cycle, an unchanged cycle that
+/// costs one listing per node and nothing per job, and one disk's transfer killed and resumed.
+fn guest_suite(g: &Guest, f: &mut Findings) -> Result<()> {
+    write_file(
+        g,
+        "/usr/local/bin/zfs-count",
+        "#!/bin/sh\necho \"$*\" >> /tmp/zfs-calls\nexec zfs \"$@\"\n",
+    )?;
+    g.run("chmod 0755 /usr/local/bin/zfs-count && zfs create rpool/data/solo")?;
+    for d in GUEST_DISKS {
+        let ds = format!("rpool/data/{d}");
+        g.run(&format!("zfs create -V 64M -o volblocksize=16k {ds}"))?;
+        wait_dev(g, &Vol::dev(&ds))?;
+        g.run(&format!(
+            "dd if=/dev/urandom of={} bs=1M count=8 conv=fsync status=none",
+            Vol::dev(&ds)
+        ))?;
+    }
+    g.run("echo one > /rpool/data/solo/f && sync")?;
+    write_file(g, CONFIG, &guest_config("0"))?;
+    let o = run_ok(g, "vm-300")?;
+    assert!(o.plans().contains(&"full".to_string()), "{o}");
+    let first = assert_guest_replica(g, "full")?;
+    run_ok(g, "solo")?;
+
+    // An incremental cycle: every disk changed, one new snapshot name on all.
+    for (i, d) in GUEST_DISKS.iter().enumerate() {
+        g.run(&format!(
+            "dd if=/dev/urandom of={} bs=1M seek={} count=2 conv=fsync,notrunc status=none",
+            Vol::dev(&format!("rpool/data/{d}")),
+            10 + 4 * i
+        ))?;
+    }
+    let o = run_ok(g, "vm-300")?;
+    assert!(o.plans().contains(&"incremental".to_string()), "{o}");
+    let second = assert_guest_replica(g, "incremental")?;
+    assert_ne!(first, second);
+
+    // Nothing changed: both jobs together cost one listing per node, no call per job.
+    g.run("zpool sync && : > /tmp/zfs-calls")?;
+    let o = tandem(g, "run --json")?;
+    assert_eq!(o.code, 0, "{o}");
+    let calls = g.run("cat /tmp/zfs-calls")?;
+    let n = calls.lines().count();
+    let gets = calls.lines().filter(|l| l.starts_with("get ")).count();
+    let probes = calls.lines().filter(|l| *l == "version").count();
+    println!("[count] an unchanged cycle of 2 jobs (4 datasets) ran {n} zfs processes:\n{calls}");
+    // `zfs version` is the capability probe, once per node per process (a daemon's once).
+    f.check(
+        gets == 2 && probes <= 2 && gets + probes == n,
+        format!(
+            "an unchanged cycle should run one `zfs get` per node (and the version probe), ran \
+             {n}:\n{calls}"
+        ),
+    );
+
+    // One disk's transfer killed mid-stream, then resumed; the others are not sent twice and no
+    // new snapshot is taken.
+    let big = format!("tank/replica/{}", GUEST_DISKS[1]);
+    g.run(&format!(
+        "dd if=/dev/urandom of={} bs=1M seek=16 count=40 conv=fsync,notrunc status=none && zpool sync",
+        Vol::dev(&format!("rpool/data/{}", GUEST_DISKS[1]))
+    ))?;
+    write_file(g, CONFIG, &guest_config("2M"))?;
+    let (read, token) = run_and_kill(g, "vm-300", &big, 8 << 20)?;
+    let received = parse_num(&token_field(g, &token, "bytes")?);
+    let toname = token_field(g, &token, "toname")?;
+    let third = toname
+        .split_once('@')
+        .map(|(_, s)| s.to_string())
+        .unwrap_or_default();
+    println!(
+        "[resume] {big}: killed after {read} B read, token to {toname}, {received} B received"
+    );
+    let before: Vec<Vec<(String, String)>> = GUEST_DISKS
+        .iter()
+        .map(|d| snapshots(g, &format!("rpool/data/{d}")))
+        .collect::<Result<_>>()?;
+    write_file(g, CONFIG, &guest_config("0"))?;
+    let o = timed("tandem: resume one disk of the guest", || {
+        run_ok(g, "vm-300")
+    })?;
+    assert!(o.plans().contains(&"resume".to_string()), "{o}");
+    let after: Vec<Vec<(String, String)>> = GUEST_DISKS
+        .iter()
+        .map(|d| snapshots(g, &format!("rpool/data/{d}")))
+        .collect::<Result<_>>()?;
+    assert_eq!(
+        after.iter().map(|s| s.last().cloned()).collect::<Vec<_>>(),
+        before.iter().map(|s| s.last().cloned()).collect::<Vec<_>>(),
+        "the resume took no new snapshot"
+    );
+    assert_eq!(prop(g, "receive_resume_token", &big)?, "-", "token gone");
+    let newest = assert_guest_replica(g, "after one disk's resume")?;
+    assert_eq!(
+        newest, third,
+        "every disk at the interrupted cycle's snapshot"
+    );
+    let total: u64 = g
+        .run(&format!(
+            "zfs send -i @{second} rpool/data/{}@{third} | wc -c",
+            GUEST_DISKS[1]
+        ))?
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    let resent = (received + o.bytes()).saturating_sub(total);
+    println!(
+        "[resume] {big}: stream {total} B, {received} B before the kill, the cycle after sent {} B \
+         (all disks); re-sent {resent} B = {:.2} %",
+        o.bytes(),
+        100.0 * resent as f64 / total.max(1) as f64
+    );
+    assert!(received > 4 << 20, "the kill came after some data");
+    f.check(
+        (resent as f64) < 0.10 * total as f64,
+        format!("re-sent {resent} of {total} bytes (>= 10 %)"),
+    );
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs the QEMU lab (hw-tests/lab/lab.sh build) and target/debug/tandem"]
+fn tandem_guest_job_on_zvols_snapshots_atomically_and_resumes_one_disk() {
+    with_rig(
+        "tandem_guest_job_on_zvols_snapshots_atomically_and_resumes_one_disk",
+        guest_suite,
+    );
+}

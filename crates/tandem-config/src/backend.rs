@@ -49,6 +49,13 @@ impl Zfs for NodeZfs {
     ) -> Result<Changed, ZfsError> {
         delegate!(self, z => z.destroy_snapshot(name, claim).await)
     }
+    async fn destroy_snapshot_tree(
+        &self,
+        root: &SnapshotName,
+        claim: Claim<'_>,
+    ) -> Result<Changed, ZfsError> {
+        delegate!(self, z => z.destroy_snapshot_tree(root, claim).await)
+    }
     async fn hold(&self, tag: &HoldTag, snap: &SnapshotName) -> Result<Changed, ZfsError> {
         delegate!(self, z => z.hold(tag, snap).await)
     }

@@ -241,12 +241,14 @@ mod tests {
             .check(&Request::DestroySnapshot {
                 name: sn("rpool/data/vm@tandem_j_20260101T000000Z"),
                 claim: None,
+                recursive: false,
             })
             .is_ok());
         assert!(
             p.check(&Request::DestroySnapshot {
                 name: sn("rpool/data/vm@daily"),
                 claim: None,
+                recursive: true,
             })
             .is_err(),
             "not tandem's"

@@ -383,6 +383,20 @@ impl Zfs for PeerZfs {
         self.changed(Request::DestroySnapshot {
             name: name.clone(),
             claim: claim.cloned(),
+            recursive: false,
+        })
+        .await
+    }
+
+    async fn destroy_snapshot_tree(
+        &self,
+        root: &SnapshotName,
+        claim: Claim<'_>,
+    ) -> Result<Changed, ZfsError> {
+        self.changed(Request::DestroySnapshot {
+            name: root.clone(),
+            claim: claim.cloned(),
+            recursive: true,
         })
         .await
     }

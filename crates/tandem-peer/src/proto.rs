@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// Protocol version spoken by this build (2: write claims and the
 /// administrative requests of `reverse`; 3: recursive snapshots). Both
 /// ends must speak the same one.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 /// Largest control message.
 pub const MAX_MESSAGE: usize = 64 << 20;
 
@@ -49,6 +49,10 @@ pub enum Request {
         /// The generation the peer acts for.
         #[serde(default)]
         claim: Option<Generation>,
+        /// `zfs destroy -r`: the name on the dataset and every dataset
+        /// below it (protocol 5).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        recursive: bool,
     },
     /// `zfs hold`.
     Hold {

@@ -55,7 +55,7 @@ fn tag(t: &str) -> Result<HoldTag, ZfsError> {
 /// them (see [`guard`]); `None` for requests that write nothing.
 fn writes(req: &Request) -> Option<(Vec<&DatasetName>, Option<&Generation>, Write)> {
     Some(match req {
-        Request::DestroySnapshot { name, claim } => {
+        Request::DestroySnapshot { name, claim, .. } => {
             (vec![name.dataset()], claim.as_ref(), Write::Housekeeping)
         }
         Request::Rollback { snapshot, claim } => {
@@ -189,9 +189,16 @@ where
                     "a recursive snapshot request names exactly one snapshot",
                 )),
             },
-            Request::DestroySnapshot { name, claim } => {
-                changed(zfs.destroy_snapshot(&name, claim.as_ref()).await)
-            }
+            Request::DestroySnapshot {
+                name,
+                claim,
+                recursive: false,
+            } => changed(zfs.destroy_snapshot(&name, claim.as_ref()).await),
+            Request::DestroySnapshot {
+                name,
+                claim,
+                recursive: true,
+            } => changed(zfs.destroy_snapshot_tree(&name, claim.as_ref()).await),
             Request::Hold { tag: t, snapshot } => match tag(&t) {
                 Ok(t) => changed(zfs.hold(&t, &snapshot).await),
                 Err(e) => Response::Error(WireError::zfs(&e)),

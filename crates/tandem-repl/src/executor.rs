@@ -821,10 +821,13 @@ type Groups = BTreeMap<(String, String), (HoldTag, Vec<(usize, SnapshotName)>)>;
 /// tag, a release of its job's pre-0.2 tag), then the prunes, one `zfs
 /// destroy` each (zfs-fuse takes one name), the nodes at once. Failures
 /// are warnings on the job's outcome: the next cycle tries again.
+///
+/// Returns the items whose new holds failed (their releases and prunes
+/// were dropped).
 pub async fn tidy_all<'z, Z: Zfs + 'z>(
     node: impl Fn(&str) -> Option<&'z Z>,
     items: &mut [TidyItem<'_>],
-) {
+) -> std::collections::BTreeSet<usize> {
     let specs: Vec<&JobSpec> = items.iter().map(|i| i.spec).collect();
     let holds = group(items, |t| &t.hold);
     let mut unheld = std::collections::BTreeSet::new();
@@ -884,6 +887,7 @@ pub async fn tidy_all<'z, Z: Zfs + 'z>(
     for (i, n, victim, r) in done.into_iter().flatten() {
         pruned(&specs[i].name, n, &victim, r, &mut items[i].out);
     }
+    unheld
 }
 
 /// The snapshots `pick` chooses from every item's tidy, by node and tag.

@@ -18,7 +18,7 @@ use futures::stream::{self, StreamExt};
 
 use tandem_zfs::{DatasetName, Listing, SnapshotName, Zfs};
 
-use crate::executor::{tidy_all, Executor, JobSpec, Outcome, ReplError, Sent, TidyItem};
+use crate::executor::{tidy_all, End, Executor, JobSpec, Outcome, ReplError, Sent, TidyItem};
 use crate::job::Endpoint;
 use crate::job::{Job, Member, Members};
 use crate::pipe::Progress;
@@ -98,6 +98,65 @@ pub fn roles_of_members(job: &Job, ls: &Listing, lt: &Listing) -> Result<Roles, 
         generation: best.generation,
         follower_mark,
     })
+}
+
+/// One `zfs destroy -r`: the side, `root@name`, and the members' snapshots
+/// it stands for (by item).
+type TreePrune = (End, SnapshotName, Vec<(usize, SnapshotName)>);
+
+/// The prunes of a recursive job's members that one `zfs destroy -r` of
+/// the job's root can do instead: for each side and snapshot name that
+/// every member having it (`has[i]`: member `i`'s dataset on the source and
+/// on the target, as listed) prunes, taken out of the members' tidies and
+/// returned as (side, `root@name`, the members' snapshots). The target side
+/// only when `target_is_tree`: nothing below its root but the members.
+fn take_tree_prunes(
+    spec: &JobSpec,
+    items: &mut [TidyItem<'_>],
+    has: &[[Option<tandem_zfs::Dataset>; 2]],
+    target_is_tree: bool,
+) -> Vec<TreePrune> {
+    let mut out = Vec::new();
+    for (side, end, root) in [
+        (0, End::Source, &spec.source.dataset),
+        (1, End::Target, &spec.target.dataset),
+    ] {
+        if end == End::Target && !target_is_tree {
+            continue;
+        }
+        let mut by_short: BTreeMap<String, Vec<(usize, SnapshotName)>> = BTreeMap::new();
+        for (i, it) in items.iter().enumerate() {
+            for (e, n) in &it.tidy.prune {
+                if *e == end {
+                    by_short
+                        .entry(n.short().to_owned())
+                        .or_default()
+                        .push((i, n.clone()));
+                }
+            }
+        }
+        for (short, parts) in by_short {
+            let having = has
+                .iter()
+                .filter(|h| {
+                    h[side]
+                        .as_ref()
+                        .is_some_and(|d| d.by_short(&short).is_some())
+                })
+                .count();
+            let Ok(name) = root.snapshot(&short) else {
+                continue;
+            };
+            if parts.len() < 2 || parts.len() != having {
+                continue;
+            }
+            for (i, n) in &parts {
+                items[*i].tidy.prune.retain(|(e, x)| !(*e == end && x == n));
+            }
+            out.push((end, name, parts));
+        }
+    }
+    out
 }
 
 /// Completes `listing` (which holds `root` as `zfs get -d 1` lists it,
@@ -453,7 +512,53 @@ pub(crate) async fn run<Z: Zfs>(
             None
         }
     };
-    tidy_all(on, &mut items).await;
+    // A recursive job whose members all agree to prune a snapshot name on
+    // a side prunes it with one `zfs destroy -r` of the root there.
+    let trees = if recursive && failures.is_empty() {
+        let listing = |end: End, m: &Member| {
+            let (ep, v, l) = match end {
+                End::Source => (&m.source, verify.as_ref().map(|v| &v.0), &pl),
+                End::Target => (&m.target, verify.as_ref().map(|v| &v.1), &fl),
+            };
+            v.and_then(|v| v.get(&ep.dataset))
+                .or_else(|| l.get(&ep.dataset))
+                .cloned()
+        };
+        let has: Vec<[Option<tandem_zfs::Dataset>; 2]> = held
+            .iter()
+            .map(|m| [listing(End::Source, m), listing(End::Target, m)])
+            .collect();
+        take_tree_prunes(spec, &mut items, &has, gone.is_empty())
+    } else {
+        Vec::new()
+    };
+    let unheld = tidy_all(on, &mut items).await;
+    for (end, root, parts) in trees {
+        let (node, z) = match end {
+            End::Source => (&spec.source.node, src),
+            End::Target => (&spec.target.node, tgt),
+        };
+        if !unheld.is_empty() {
+            // Some member's new common snapshot is not held: every member
+            // keeps its older snapshots (see tidy_all).
+            continue;
+        }
+        match z.destroy_snapshot_tree(&root, Some(&spec.claim)).await {
+            Ok(_) => {
+                tracing::debug!(job = %job.name, %node, snapshot = %root, "pruned with destroy -r");
+                for (i, name) in parts {
+                    items[i].out.pruned.push(name);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(job = %job.name, %node, "destroy -r {root} failed ({e}); one by one");
+                for (i, name) in parts {
+                    let r = z.destroy_snapshot(&name, Some(&spec.claim)).await;
+                    crate::executor::pruned(&job.name, node, &name, r, &mut items[i].out);
+                }
+            }
+        }
+    }
     for (m, TidyItem { out: o, .. }) in held.into_iter().zip(items) {
         for p in o.plans {
             if !plans.contains(&p) {

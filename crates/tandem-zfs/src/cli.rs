@@ -275,6 +275,20 @@ impl Zfs for CliZfs {
         self.caps().await.cloned()
     }
 
+    async fn destroy_snapshot_tree(
+        &self,
+        root: &SnapshotName,
+        _claim: Claim<'_>,
+    ) -> Result<Changed, ZfsError> {
+        let _serial = self.serial().await?;
+        idempotent(
+            self.inv(vec!["destroy".into(), "-r".into(), root.to_string()])
+                .output()
+                .await,
+            ZfsError::is_not_found,
+        )
+    }
+
     async fn list(&self, roots: &[DatasetName]) -> Result<Listing, ZfsError> {
         if roots.is_empty() {
             return Ok(Listing::default());

@@ -169,6 +169,15 @@ pub trait Zfs: Send + Sync {
         name: &SnapshotName,
         claim: Claim<'_>,
     ) -> impl Future<Output = Result<Changed, ZfsError>> + Send;
+    /// Destroys the snapshot of this name on `root`'s dataset and on every
+    /// dataset below it that has one (`zfs destroy -r`), atomically: if
+    /// one cannot go (a hold), none goes. The caller makes sure that every
+    /// dataset below is one whose snapshot it means to destroy.
+    fn destroy_snapshot_tree(
+        &self,
+        root: &SnapshotName,
+        claim: Claim<'_>,
+    ) -> impl Future<Output = Result<Changed, ZfsError>> + Send;
     /// `zfs hold`.
     fn hold(
         &self,

@@ -219,6 +219,34 @@ both_transports!(
             exists(&format!("{dst}/data")),
             "a removed child's replica is kept"
         );
+        // keep = 2 on every old member, on both sides: the source's oldest
+        // snapshot went with one `zfs destroy -r` of the root (the target
+        // has a child the source no longer has, so it prunes one by one).
+        for m in now.iter().filter(|m| *m != "/rootfs/new") {
+            for side in [&src, &dst] {
+                let n = snaps(&format!("{side}{m}")).len();
+                assert_eq!(n, 2, "{side}{m}: {:?}", snaps(&format!("{side}{m}")));
+            }
+        }
+        // A fourth cycle, nothing removed since: both sides prune by tree.
+        write_random(&mnt(&format!("{src}/rootfs")).join("h"), 1 << 16, 4);
+        let o = env.tandem(&["run", "g", "--json"]);
+        assert!(o.status.success());
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let pruned = v[0]["pruned"].as_array().unwrap().len();
+        check(&now);
+        for m in &now {
+            for side in [&src, &dst] {
+                let n = snaps(&format!("{side}{m}")).len();
+                assert_eq!(
+                    n,
+                    2,
+                    "{side}{m} after cycle 4: {:?}",
+                    snaps(&format!("{side}{m}"))
+                );
+            }
+        }
+        assert!(pruned >= now.len(), "{v}");
     }
 );
 

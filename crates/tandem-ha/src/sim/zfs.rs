@@ -580,6 +580,20 @@ impl Zfs for SimZfs {
         self.snapshot(&names).await
     }
 
+    async fn destroy_snapshot_tree(
+        &self,
+        _root: &SnapshotName,
+        _claim: Claim<'_>,
+    ) -> Result<Changed, ZfsError> {
+        // The simulator has no guest jobs; callers fall back to one
+        // destroy per dataset.
+        Err(ZfsError::Unsupported {
+            node: self.node.clone(),
+            what: "zfs destroy -r".into(),
+            version: "the simulator".into(),
+        })
+    }
+
     async fn destroy_snapshot(
         &self,
         name: &SnapshotName,
