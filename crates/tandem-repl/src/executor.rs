@@ -845,7 +845,14 @@ pub async fn tidy_all<'z, Z: Zfs + 'z>(
     let mut legacy = Groups::new();
     for (verb, (node_tag, r)) in run_groups(&node, Verb::Release, releases).await {
         for (i, snap, r) in &r {
-            if matches!(r, Ok(Changed::Already)) {
+            // Not for a fan-out leg's source: the job's pre-0.2 hold may be
+            // the only one left on a sibling target's base (that target down
+            // since), and a leg never lets go of another leg's base.
+            let shared = specs[*i].shared_source && {
+                let (n, t) = end_of(specs[*i], End::Source);
+                node_tag.0 == n && node_tag.1 == t
+            };
+            if matches!(r, Ok(Changed::Already)) && !shared {
                 let tag = specs[*i].name.legacy_hold_tag();
                 legacy
                     .entry((node_tag.0.clone(), tag.to_string()))
