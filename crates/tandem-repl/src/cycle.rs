@@ -12,7 +12,7 @@ use tandem_zfs::{DatasetName, Listing, Zfs};
 
 use crate::clock::Clock;
 use crate::executor::{
-    tidy_all, Executor, JobSpec, NotFollowing, Outcome, ReplError, Sent, Tidy, TidyItem,
+    tidy_all, zerr, Executor, JobSpec, NotFollowing, Outcome, ReplError, Sent, Tidy, TidyItem,
 };
 use crate::job::Job;
 use crate::lock::LockError;
@@ -748,10 +748,7 @@ async fn shared_snapshot<S: Zfs, T: Zfs>(
             ex.src
                 .snapshot(std::slice::from_ref(snapshot))
                 .await
-                .map_err(|e| ReplError::Zfs {
-                    node: ex.job.source.node.clone(),
-                    source: e,
-                })?;
+                .map_err(zerr(&ex.job.source.node))?;
             *taken = Some(snapshot.short().to_owned());
         }
     }
@@ -768,10 +765,7 @@ async fn shared_snapshot<S: Zfs, T: Zfs>(
             .src
             .list(std::slice::from_ref(&ex.job.source.dataset))
             .await
-            .map_err(|e| ReplError::Zfs {
-                node: ex.job.source.node.clone(),
-                source: e,
-            })?;
+            .map_err(zerr(&ex.job.source.node))?;
         src_list.datasets.extend(fresh.datasets);
     }
     Ok(Some(short))

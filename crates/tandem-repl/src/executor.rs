@@ -276,7 +276,8 @@ fn pin(p: Plan, source: Option<&tandem_zfs::Dataset>, short: &str) -> Plan {
     }
 }
 
-fn zerr(node: &str) -> impl Fn(ZfsError) -> ReplError + '_ {
+/// Maps a ZFS error on `node` to the job's error.
+pub(crate) fn zerr(node: &str) -> impl Fn(ZfsError) -> ReplError + '_ {
     move |e| ReplError::Zfs {
         node: node.to_owned(),
         source: e,

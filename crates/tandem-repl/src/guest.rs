@@ -18,7 +18,7 @@ use futures::stream::{self, StreamExt};
 
 use tandem_zfs::{DatasetName, Listing, SnapshotName, Zfs};
 
-use crate::executor::{tidy_all, End, Executor, JobSpec, Outcome, ReplError, Sent, TidyItem};
+use crate::executor::{tidy_all, zerr, End, Executor, JobSpec, Outcome, ReplError, Sent, TidyItem};
 use crate::job::Endpoint;
 use crate::job::{Job, Member, Members};
 use crate::pipe::Progress;
@@ -369,10 +369,7 @@ pub(crate) async fn run<Z: Zfs>(
     let shared = taken.as_ref().and_then(|g| (**g).clone());
     let refresh = |short: String| async {
         let names: Vec<DatasetName> = members.iter().map(|m| m.source.dataset.clone()).collect();
-        let fresh = src.list(&names).await.map_err(|e| ReplError::Zfs {
-            node: spec.source.node.clone(),
-            source: e,
-        })?;
+        let fresh = src.list(&names).await.map_err(zerr(&spec.source.node))?;
         Ok::<_, ReplError>((short, fresh))
     };
     let pinned = match (shared, create) {
@@ -471,10 +468,6 @@ pub(crate) async fn run<Z: Zfs>(
         };
         let (sources, targets) = (on(|m| &m.source), on(|m| &m.target));
         let (a, b) = tokio::join!(src.list(&sources), tgt.list(&targets));
-        let zerr = |node: &str| {
-            let node = node.to_owned();
-            move |e| ReplError::Zfs { node, source: e }
-        };
         Some((
             a.map_err(zerr(&spec.source.node))?,
             b.map_err(zerr(&spec.target.node))?,
